@@ -1,0 +1,376 @@
+//! The inventory: which OS targets exist and how to reach each one.
+//!
+//! ```yaml
+//! default: local
+//! targets:
+//!   local:
+//!     backend: local-desktop
+//!     family: linux
+//!     screen: 1280x720
+//!   lab:
+//!     backend: vnc
+//!     family: linux
+//!     vnc: {host: 127.0.0.1, port: 5901, password_env: LAB_VNC_PASSWORD}
+//!     vars: {app: galculator}
+//!     secrets: {rc_password: {env: RC_PASSWORD}}
+//! ```
+//!
+//! The file is looked up as `--inventory FILE`, then `$SMOKE_INVENTORY`, then
+//! `inventory.yaml` in the project; without one, the embedded default (one
+//! `local` target) is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::scenario::decode::{self, MapReader};
+use crate::scenario::diagnostic::{Diagnostic, Diagnostics};
+use crate::scenario::node::{Node, Value};
+use crate::scenario::source::{SourceMap, Span};
+use crate::scenario::yaml;
+use crate::secrets::SecretSource;
+
+/// The inventory shipped with smoke, used when a project has none.
+pub const EMBEDDED: &str = include_str!("../inventory.yaml");
+
+/// All targets.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub source: String,
+    pub default: Option<String>,
+    pub targets: Vec<Target>,
+}
+
+/// One OS target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub family: String,
+    pub desktop: Option<String>,
+    pub backend: Backend,
+    /// Variables for scenarios on this target (override scenario `vars:`).
+    pub vars: Vec<(String, Node)>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub span: Span,
+}
+
+/// How the target is reached.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    LocalDesktop(LocalDesktop),
+    Vnc(VncServer),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::LocalDesktop(_) => "local-desktop",
+            Backend::Vnc(_) => "vnc",
+        }
+    }
+
+    /// What this backend can do, for `smoke targets`.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        match self {
+            Backend::LocalDesktop(_) => vec!["vnc", "shell", "launch", "process-probe"],
+            Backend::Vnc(_) => vec!["vnc"],
+        }
+    }
+}
+
+/// A private Xvnc desktop started for the run.
+#[derive(Debug, Clone)]
+pub struct LocalDesktop {
+    pub width: u32,
+    pub height: u32,
+    pub depth: u32,
+    /// Window manager command; `None` for a bare X server.
+    pub window_manager: Option<Vec<String>>,
+    /// Give apps a fresh HOME (and XDG dirs) per run, so no state leaks in.
+    pub isolated_home: bool,
+    pub xvnc: String,
+}
+
+/// An existing VNC server.
+#[derive(Debug, Clone)]
+pub struct VncServer {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<SecretSource>,
+}
+
+pub const TOP_KEYS: &[&str] = &["default", "targets"];
+pub const TARGET_KEYS: &[&str] = &["backend", "family", "desktop", "vars", "secrets", "screen", "depth", "window_manager", "home", "xvnc", "vnc"];
+pub const BACKENDS: &[&str] = &["local-desktop", "vnc"];
+pub const FAMILIES: &[&str] = &["linux", "windows", "macos", "other"];
+
+impl Inventory {
+    /// Find and load the inventory for a project.
+    pub fn locate(explicit: Option<&Path>, project_root: Option<&Path>, sources: &mut SourceMap) -> Result<Inventory, Diagnostics> {
+        let from_env = std::env::var_os("SMOKE_INVENTORY").map(PathBuf::from);
+        let file = explicit
+            .map(Path::to_path_buf)
+            .or(from_env)
+            .or_else(|| project_root.map(|r| r.join("inventory.yaml")).filter(|p| p.is_file()));
+        match file {
+            Some(path) => {
+                let name = crate::project::display_path(&path);
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    let mut d = Diagnostics::new();
+                    d.push(Diagnostic::new(&Span::command_line(&name), format!("cannot read inventory {name}: {e}")));
+                    d
+                })?;
+                Inventory::parse(&name, &bytes, sources)
+            }
+            None => Inventory::parse("<embedded inventory>", EMBEDDED.as_bytes(), sources),
+        }
+    }
+
+    pub fn parse(name: &str, bytes: &[u8], sources: &mut SourceMap) -> Result<Inventory, Diagnostics> {
+        let file: Arc<str> = sources.add(name, &String::from_utf8_lossy(bytes));
+        let root = yaml::parse(&file, bytes)?;
+        let mut diags = Diagnostics::new();
+        let inv = decode_inventory(name, &root, &mut diags);
+        match inv {
+            Some(inv) if diags.is_empty() => Ok(inv),
+            _ => Err(diags),
+        }
+    }
+
+    /// The target named `os`, or the default one when `os` is `None`.
+    pub fn target(&self, os: Option<&str>) -> Result<&Target, String> {
+        let name = match os.or(self.default.as_deref()) {
+            Some(n) => n,
+            None => return Err(format!("no --os given and {} names no default target", self.source)),
+        };
+        self.targets.iter().find(|t| t.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+            let hint = crate::scenario::diagnostic::did_you_mean(name, names.iter().copied())
+                .map(|s| format!(" (did you mean '{s}'?)"))
+                .unwrap_or_default();
+            format!("unknown target '{name}'{hint}; {} has: {}", self.source, names.join(", "))
+        })
+    }
+}
+
+fn decode_inventory(name: &str, root: &Node, diags: &mut Diagnostics) -> Option<Inventory> {
+    let m = MapReader::new(root, "the inventory", TOP_KEYS, diags)?;
+    let default = m.get("default").and_then(|n| decode::non_empty(n, "default", diags));
+    let mut targets = Vec::new();
+    if let Some(t) = m.required("targets", diags) {
+        match t.as_map() {
+            Some(entries) => {
+                for e in entries {
+                    if let Some(target) = decode_target(&e.key, &e.value, diags) {
+                        targets.push(target);
+                    }
+                }
+            }
+            None => diags.push(Diagnostic::new(&t.span, format!("targets must be a map of OS name to target, found {}", t.kind()))),
+        }
+    }
+    if let (Some(d), Some(node)) = (&default, m.get("default")) {
+        if diags.is_empty() && !targets.iter().any(|t| &t.name == d) {
+            diags.push(Diagnostic::new(&node.span, format!("default target '{d}' is not defined under targets")));
+        }
+    }
+    Some(Inventory { source: name.to_string(), default, targets })
+}
+
+fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Target> {
+    let m = MapReader::new(node, &format!("target '{name}'"), TARGET_KEYS, diags)?;
+    let before = diags.len();
+    let backend_name = m.required("backend", diags).and_then(|n| {
+        let s = decode::string(n, "backend", diags)?;
+        if !BACKENDS.contains(&s.as_str()) {
+            let d = Diagnostic::new(&n.span, format!("unknown backend '{s}'"));
+            diags.push(match crate::scenario::diagnostic::did_you_mean(&s, BACKENDS.iter().copied()) {
+                Some(x) => d.with_help(format!("did you mean '{x}'?")),
+                None => d.with_help(format!("backends: {}", BACKENDS.join(", "))),
+            });
+            return None;
+        }
+        Some(s)
+    });
+    let family = match m.get("family") {
+        None => "linux".to_string(),
+        Some(n) => {
+            let f = decode::string(n, "family", diags).unwrap_or_default();
+            if !FAMILIES.contains(&f.as_str()) {
+                diags.push(Diagnostic::new(&n.span, format!("unknown OS family '{f}'")).with_help(format!("families: {}", FAMILIES.join(", "))));
+            }
+            f
+        }
+    };
+    let desktop = m.get("desktop").and_then(|n| decode::string(n, "desktop", diags));
+    let vars = match m.get("vars") {
+        None => Vec::new(),
+        Some(n) => match n.as_map() {
+            Some(entries) => entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+            None => {
+                diags.push(Diagnostic::new(&n.span, format!("vars must be a map, found {}", n.kind())));
+                Vec::new()
+            }
+        },
+    };
+    let mut secrets = BTreeMap::new();
+    if let Some(n) = m.get("secrets") {
+        match n.as_map() {
+            Some(entries) => {
+                for e in entries {
+                    if let Some(s) = secret_source(&e.value, &format!("secret '{}'", e.key), diags) {
+                        secrets.insert(e.key.clone(), s);
+                    }
+                }
+            }
+            None => diags.push(Diagnostic::new(&n.span, format!("secrets must be a map, found {}", n.kind()))),
+        }
+    }
+    let backend = match backend_name.as_deref() {
+        Some("local-desktop") => local_desktop(&m, diags).map(Backend::LocalDesktop),
+        Some("vnc") => m.required("vnc", diags).and_then(|n| vnc_server(n, diags)).map(Backend::Vnc),
+        _ => None,
+    };
+    let only_local = ["screen", "depth", "window_manager", "home", "xvnc"];
+    let only_vnc = ["vnc"];
+    for e in m.entries() {
+        let misplaced = match backend_name.as_deref() {
+            Some("vnc") => only_local.contains(&e.key.as_str()),
+            Some("local-desktop") => only_vnc.contains(&e.key.as_str()),
+            _ => false,
+        };
+        if misplaced {
+            diags.push(Diagnostic::new(&e.key_span, format!("'{}' does not apply to the {} backend", e.key, backend_name.as_deref().unwrap_or(""))));
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    Some(Target { name: name.to_string(), family, desktop, backend: backend?, vars, secrets, span: node.span.clone() })
+}
+
+fn secret_source(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<SecretSource> {
+    let m = MapReader::new(node, what, &["env", "file"], diags)?;
+    match (m.get("env"), m.get("file")) {
+        (Some(e), None) => decode::non_empty(e, "env", diags).map(SecretSource::Env),
+        (None, Some(f)) => decode::non_empty(f, "file", diags).map(|p| SecretSource::File(expand_home(&p))),
+        _ => {
+            diags.push(Diagnostic::new(&node.span, format!("{what} needs exactly one of 'env' or 'file'")));
+            None
+        }
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+fn local_desktop(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<LocalDesktop> {
+    let (mut width, mut height) = (1280, 720);
+    if let Some(n) = m.get("screen") {
+        let parsed = n.as_str().and_then(|s| {
+            let (w, h) = s.split_once('x')?;
+            Some((w.trim().parse::<u32>().ok()?, h.trim().parse::<u32>().ok()?))
+        });
+        match parsed {
+            Some((w, h)) if (64..=8192).contains(&w) && (64..=8192).contains(&h) => (width, height) = (w, h),
+            _ => diags.push(Diagnostic::new(&n.span, "screen must be WIDTHxHEIGHT, e.g. 1280x720 (64..8192)")),
+        }
+    }
+    let depth = match m.get("depth") {
+        None => 24,
+        Some(n) => match decode::integer(n, "depth", 16, 32, diags)? {
+            d @ (16 | 24 | 32) => d as u32,
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "depth must be 16, 24 or 32"));
+                return None;
+            }
+        },
+    };
+    let window_manager = match m.get("window_manager") {
+        None => Some(vec!["openbox".to_string()]),
+        Some(n) => match &n.value {
+            Value::Str(s) if s == "none" => None,
+            Value::Str(s) => Some(s.split_whitespace().map(str::to_string).collect()),
+            Value::Seq(items) => Some(items.iter().filter_map(|i| decode::text(i, "window_manager", diags)).collect()),
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "window_manager must be a command, a list, or none"));
+                return None;
+            }
+        },
+    };
+    let isolated_home = match m.get("home") {
+        None => true,
+        Some(n) => match n.as_str() {
+            Some("isolated") => true,
+            Some("inherit") => false,
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "home must be 'isolated' (a fresh HOME per run) or 'inherit'"));
+                true
+            }
+        },
+    };
+    let xvnc = m.get("xvnc").and_then(|n| decode::non_empty(n, "xvnc", diags)).unwrap_or_else(|| "Xvnc".into());
+    Some(LocalDesktop { width, height, depth, window_manager, isolated_home, xvnc })
+}
+
+fn vnc_server(node: &Node, diags: &mut Diagnostics) -> Option<VncServer> {
+    let m = MapReader::new(node, "vnc", &["host", "port", "password_env", "password_file"], diags)?;
+    let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "host", diags));
+    let port = m.get("port").map_or(Some(5900), |n| decode::integer(n, "port", 1, 65535, diags));
+    let password = match (m.get("password_env"), m.get("password_file")) {
+        (None, None) => None,
+        (Some(e), None) => decode::non_empty(e, "password_env", diags).map(SecretSource::Env),
+        (None, Some(f)) => decode::non_empty(f, "password_file", diags).map(|p| SecretSource::File(expand_home(&p))),
+        (Some(_), Some(f)) => {
+            diags.push(Diagnostic::new(&f.span, "give password_env or password_file, not both"));
+            None
+        }
+    };
+    Some(VncServer { host: host?, port: port? as u16, password })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_inventory_has_local_default() {
+        let inv = Inventory::parse("<embedded>", EMBEDDED.as_bytes(), &mut SourceMap::new()).unwrap();
+        let t = inv.target(None).unwrap();
+        assert_eq!(t.name, "local");
+        assert!(matches!(t.backend, Backend::LocalDesktop(_)));
+    }
+
+    #[test]
+    fn errors_point_into_the_inventory() {
+        let text = b"default: lab\ntargets:\n  lab:\n    backend: vnk\n    famly: linux\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        let msgs: Vec<String> = d.items.iter().map(|d| format!("{}:{} {} {:?}", d.span.line, d.span.col, d.message, d.help)).collect();
+        assert!(msgs.iter().any(|m| m.starts_with("4:14 unknown backend 'vnk'") && m.contains("did you mean 'vnc'")), "{msgs:?}");
+        assert!(msgs.iter().any(|m| m.starts_with("5:5 unknown key 'famly'") && m.contains("family")), "{msgs:?}");
+    }
+
+    #[test]
+    fn unknown_target_suggests() {
+        let inv = Inventory::parse("<embedded>", EMBEDDED.as_bytes(), &mut SourceMap::new()).unwrap();
+        let e = inv.target(Some("locl")).unwrap_err();
+        assert!(e.contains("did you mean 'local'"), "{e}");
+    }
+
+    #[test]
+    fn vnc_target_reads_password_source() {
+        let text = b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901, password_env: LABPW}\n";
+        let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
+        match &inv.target(Some("lab")).unwrap().backend {
+            Backend::Vnc(v) => {
+                assert_eq!((v.host.as_str(), v.port), ("127.0.0.2", 5901));
+                assert_eq!(v.password, Some(SecretSource::Env("LABPW".into())));
+            }
+            _ => panic!("not vnc"),
+        }
+    }
+}

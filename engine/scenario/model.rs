@@ -1,0 +1,780 @@
+//! The typed model of scenario steps and checks, and its decoding from the
+//! (rendered) positioned tree.
+//!
+//! A step is a map with exactly one action key (`type: "hello"`) plus common
+//! modifiers (`label`, `timeout`, `retries`) and optional expectations
+//! (`verify`, `verify_not`) that must hold after the action. A step with only
+//! `verify`/`verify_not` is a pure check. The key lists here are the single
+//! source for the decoder's "did you mean" and for the JSON Schema.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::geometry::{Point, Rect};
+use crate::input::{Button, KeyCombo};
+use crate::scenario::decode::{self, MapReader};
+use crate::scenario::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+use crate::scenario::node::{Node, Value};
+use crate::scenario::source::Span;
+
+/// Action keys of a step, with a one-line description each.
+pub const ACTIONS: &[(&str, &str)] = &[
+    ("shell", "Run a shell command on the target; fails on an unexpected exit code."),
+    ("launch", "Start an application and wait until its process runs and a screen condition holds."),
+    ("key", "Press a key combo (ctrl+alt+t, shift+tab, F5, enter) or a list of them."),
+    ("type", "Type text, with Shift sent explicitly for upper case and symbols."),
+    ("click", "Click at a point, or on text found by OCR, or on an image found on screen."),
+    ("move", "Move the mouse to a point, text or image."),
+    ("wait", "Pause for a fixed time (prefer wait_for)."),
+    ("wait_for", "Poll a check until it holds or the timeout runs out."),
+    ("verify", "A check (or list of checks) that must hold; polled until the timeout."),
+    ("verify_not", "A check (or list of checks) that must NOT hold; polled until the timeout."),
+    ("screenshot", "Save a screenshot (optionally of a region) into the results."),
+    ("routine", "Call a routine from routines/ with inputs given in `with`."),
+];
+
+/// Keys every step may carry besides its action.
+pub const MODIFIERS: &[(&str, &str)] = &[
+    ("label", "A name for the step in events, reports and the GIF timeline."),
+    ("timeout", "Budget for the step's polling (checks, launch wait); default from `defaults.timeout`."),
+    ("retries", "How often to retry a failed step; a retry first re-checks the step's verify (never types twice)."),
+    ("with", "Inputs of a routine call."),
+];
+
+pub const SHELL_KEYS: &[&str] = &["command", "exit"];
+pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait"];
+pub const TYPE_KEYS: &[&str] = &["text", "interval"];
+pub const TARGET_KEYS: &[&str] = &["x", "y", "at", "text", "regex", "case_sensitive", "image", "threshold", "region", "offset", "button", "double"];
+pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
+pub const CHECK_KINDS: &[(&str, &str)] = &[
+    ("ocr", "Text read by OCR (tesseract): substring or regex, optionally in a region."),
+    ("ssim", "Structural similarity of the screen (or a region) to a reference image."),
+];
+pub const OCR_KEYS: &[&str] = &["text", "regex", "case_sensitive", "region"];
+pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold"];
+
+/// One step of a scenario or routine.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub label: Option<String>,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    pub action: Action,
+    /// Checks that must hold after the action (for a pure check step: the check itself).
+    pub expect: Vec<Expect>,
+    pub span: Span,
+}
+
+/// What a step does.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Shell(ShellAction),
+    Launch(LaunchAction),
+    Key(Vec<KeyCombo>),
+    Type(TypeAction),
+    Click(ClickAction),
+    Move(Target),
+    Wait(Duration),
+    /// Poll the step's expectations until they hold (a synchronisation point).
+    WaitFor,
+    /// Only the step's expectations.
+    Verify,
+    Screenshot(ScreenshotAction),
+}
+
+impl Action {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Shell(_) => "shell",
+            Action::Launch(_) => "launch",
+            Action::Key(_) => "key",
+            Action::Type(_) => "type",
+            Action::Click(_) => "click",
+            Action::Move(_) => "move",
+            Action::Wait(_) => "wait",
+            Action::WaitFor => "wait_for",
+            Action::Verify => "verify",
+            Action::Screenshot(_) => "screenshot",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ShellAction {
+    pub command: String,
+    /// Exit codes that count as success; empty means any.
+    pub ok_exit: Vec<i32>,
+}
+
+/// How to start a program.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandLine {
+    /// A shell command line (`sh -c`).
+    Shell(String),
+    /// A program and its arguments, no shell.
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    /// The program's base name: the process name to wait for by default.
+    pub fn program_name(&self) -> String {
+        let first = match self {
+            CommandLine::Shell(s) => s.split_whitespace().find(|w| !w.contains('=')).unwrap_or("").to_string(),
+            CommandLine::Argv(a) => a.first().cloned().unwrap_or_default(),
+        };
+        first.rsplit('/').next().unwrap_or("").to_string()
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            CommandLine::Shell(s) => s.clone(),
+            CommandLine::Argv(a) => a.iter().map(|x| crate::scenario::template::shquote(x)).collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LaunchAction {
+    pub command: CommandLine,
+    /// Process name to wait for (compared as the kernel does: first 15 bytes).
+    pub process: String,
+    /// Screen condition that must hold once the process runs; without it, the
+    /// screen must have changed since the launch.
+    pub until: Option<Expect>,
+    /// Polling budget for process + screen condition.
+    pub wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeAction {
+    pub text: String,
+    pub interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClickAction {
+    pub target: Target,
+    pub button: Button,
+    pub double: bool,
+}
+
+/// Where on the screen a click or move goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    At(Point),
+    /// The box of text found by OCR (centre), plus an offset.
+    Text { query: TextMatch, region: Option<Rect>, offset: (i32, i32) },
+    /// The best match of a reference image (centre), plus an offset.
+    Image { reference: Reference, region: Option<Rect>, threshold: f64, offset: (i32, i32) },
+}
+
+#[derive(Debug, Clone)]
+pub struct ScreenshotAction {
+    pub name: String,
+    pub region: Option<Rect>,
+}
+
+/// A check with its polarity: `verify` (must hold) or `verify_not` (must not).
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub check: Check,
+    pub negate: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub enum Check {
+    Ocr(OcrCheck),
+    Ssim(SsimCheck),
+}
+
+impl Check {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Check::Ocr(_) => "ocr",
+            Check::Ssim(_) => "ssim",
+        }
+    }
+
+    pub fn region(&self) -> Option<Rect> {
+        match self {
+            Check::Ocr(c) => c.region,
+            Check::Ssim(c) => c.region,
+        }
+    }
+
+    /// A short human description ("ocr \"42\" in 10,10 200x40").
+    pub fn describe(&self) -> String {
+        let region = self.region().map(|r| format!(" in {r}")).unwrap_or_default();
+        match self {
+            Check::Ocr(c) => format!("ocr {}{region}", c.query),
+            Check::Ssim(c) => format!("ssim {} >= {}{region}", c.reference.name, c.threshold),
+        }
+    }
+}
+
+/// Text to find: a substring (whitespace-normalised) or a regular expression.
+#[derive(Debug, Clone)]
+pub enum TextMatch {
+    Contains { text: String, case_sensitive: bool },
+    Regex(regex::Regex),
+}
+
+impl std::fmt::Display for TextMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextMatch::Contains { text, .. } => write!(f, "\"{text}\""),
+            TextMatch::Regex(r) => write!(f, "/{}/", r.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OcrCheck {
+    pub query: TextMatch,
+    pub region: Option<Rect>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SsimCheck {
+    pub reference: Reference,
+    pub region: Option<Rect>,
+    pub mask: Vec<Rect>,
+    pub threshold: f64,
+}
+
+/// A reference image as written in the scenario; the plan resolves its path.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub name: String,
+    pub span: Span,
+    /// Resolved file (set by the plan). May not exist yet when references are
+    /// being created (`--update-references`).
+    pub path: Option<PathBuf>,
+}
+
+/// Step defaults a scenario may set under `defaults:`.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub timeout: Duration,
+    pub retries: u32,
+    pub type_interval: Duration,
+    pub click_settle: Duration,
+    pub ssim_threshold: f64,
+    pub image_threshold: f64,
+    pub launch_wait: Duration,
+}
+
+pub const DEFAULTS_KEYS: &[&str] =
+    &["timeout", "retries", "type_interval", "click_settle", "ssim_threshold", "image_threshold", "launch_wait"];
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout: Duration::from_secs(10),
+            retries: 0,
+            type_interval: Duration::from_millis(30),
+            click_settle: Duration::from_millis(200),
+            ssim_threshold: 0.98,
+            image_threshold: 0.9,
+            launch_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Defaults {
+    pub fn decode(node: &Node, diags: &mut Diagnostics) -> Defaults {
+        let mut d = Defaults::default();
+        let Some(m) = MapReader::new(node, "defaults", DEFAULTS_KEYS, diags) else { return d };
+        if let Some(v) = m.get("timeout").and_then(|n| decode::duration(n, "defaults.timeout", diags)) {
+            d.timeout = v;
+        }
+        if let Some(v) = m.get("retries").and_then(|n| decode::integer(n, "defaults.retries", 0, 100, diags)) {
+            d.retries = v as u32;
+        }
+        if let Some(v) = m.get("type_interval").and_then(|n| decode::duration(n, "defaults.type_interval", diags)) {
+            d.type_interval = v;
+        }
+        if let Some(v) = m.get("click_settle").and_then(|n| decode::duration(n, "defaults.click_settle", diags)) {
+            d.click_settle = v;
+        }
+        if let Some(v) = m.get("ssim_threshold").and_then(|n| decode::number(n, "defaults.ssim_threshold", 0.0, 1.0, diags)) {
+            d.ssim_threshold = v;
+        }
+        if let Some(v) = m.get("image_threshold").and_then(|n| decode::number(n, "defaults.image_threshold", 0.0, 1.0, diags)) {
+            d.image_threshold = v;
+        }
+        if let Some(v) = m.get("launch_wait").and_then(|n| decode::duration(n, "defaults.launch_wait", diags)) {
+            d.launch_wait = v;
+        }
+        d
+    }
+}
+
+/// All keys a step map may hold.
+pub fn step_keys() -> Vec<&'static str> {
+    ACTIONS.iter().chain(MODIFIERS.iter()).map(|(k, _)| *k).collect()
+}
+
+/// Which action a step map names, or a diagnostic saying why none or several.
+/// `verify`/`verify_not` are expectations when another action is present.
+pub fn action_key(node: &Node, diags: &mut Diagnostics) -> Option<String> {
+    let entries = match node.as_map() {
+        Some(m) => m,
+        None => {
+            diags.push(
+                Diagnostic::new(&node.span, format!("a step must be a map, found {}", node.kind()))
+                    .with_help("write e.g. `- type: \"hello\"` or `- key: ctrl+alt+t`"),
+            );
+            return None;
+        }
+    };
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e.key.as_str())
+        .filter(|k| ACTIONS.iter().any(|(a, _)| a == k) && *k != "verify" && *k != "verify_not")
+        .collect();
+    match actions.as_slice() {
+        [one] => Some(one.to_string()),
+        [] if node.get("verify").is_some() || node.get("verify_not").is_some() => Some("verify".into()),
+        [] => {
+            let names: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
+            let mut d = Diagnostic::new(&node.span, "this step has no action")
+                .with_help(format!("a step has one of: {}", names.join(", ")));
+            // a misspelt action key is the usual cause
+            for e in entries {
+                if MODIFIERS.iter().all(|(m, _)| *m != e.key) {
+                    if let Some(s) = did_you_mean(&e.key, names.iter().copied()) {
+                        d = Diagnostic::new(&e.key_span, format!("unknown key '{}' in step", e.key))
+                            .with_help(format!("did you mean '{s}'?"));
+                    }
+                }
+            }
+            diags.push(d);
+            None
+        }
+        [first, second, ..] => {
+            let e = node.get(second).map(|e| e.key_span.clone()).unwrap_or_else(|| node.span.clone());
+            diags.push(
+                Diagnostic::new(&e, format!("a step has one action, but this one has '{first}' and '{second}'"))
+                    .with_help("split it into two steps"),
+            );
+            None
+        }
+    }
+}
+
+/// Decode one (rendered) step that is not a routine call.
+pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Step> {
+    let kind = action_key(node, diags)?;
+    let m = MapReader::new(node, "a step", &step_keys(), diags)?;
+    let before = diags.len();
+    if m.has("with") {
+        if let Some(e) = m.entry("with") {
+            diags.push(Diagnostic::new(&e.key_span, "'with' gives inputs to a routine call; this step is not one"));
+        }
+    }
+    let label = m.get("label").and_then(|n| decode::non_empty(n, "label", diags));
+    let timeout = m.get("timeout").and_then(|n| decode::duration(n, "timeout", diags));
+    let retries = m
+        .get("retries")
+        .and_then(|n| decode::integer(n, "retries", 0, 100, diags))
+        .map_or(defaults.retries, |r| r as u32);
+    let mut expect = Vec::new();
+    if let Some(n) = m.get("verify") {
+        expect.extend(expectations(n, false, defaults, diags));
+    }
+    if let Some(n) = m.get("verify_not") {
+        expect.extend(expectations(n, true, defaults, diags));
+    }
+    let body = m.get(&kind);
+    let action = match kind.as_str() {
+        "verify" => Some(Action::Verify),
+        "shell" => body.and_then(|n| shell(n, diags)).map(Action::Shell),
+        "launch" => body.and_then(|n| launch(n, defaults, diags)).map(Action::Launch),
+        "key" => body.and_then(|n| keys(n, diags)).map(Action::Key),
+        "type" => body.and_then(|n| type_text(n, diags)).map(Action::Type),
+        "click" => body.and_then(|n| click(n, defaults, diags)).map(Action::Click),
+        "move" => body.and_then(|n| target(n, "move target", defaults, diags)).map(|(t, _, _)| Action::Move(t)),
+        "wait" => body.and_then(|n| decode::duration(n, "wait", diags)).map(Action::Wait),
+        "wait_for" => body.map(|n| {
+            expect.splice(0..0, expectations(n, false, defaults, diags));
+            Action::WaitFor
+        }),
+        "screenshot" => body.and_then(|n| screenshot(n, diags)).map(Action::Screenshot),
+        "routine" => None, // expanded by the plan; never decoded as a step
+        _ => None,
+    };
+    if diags.len() > before {
+        return None;
+    }
+    Some(Step { label, timeout, retries, action: action?, expect, span: node.span.clone() })
+}
+
+fn shell(node: &Node, diags: &mut Diagnostics) -> Option<ShellAction> {
+    if let Value::Str(s) = &node.value {
+        return non_blank_command(node, s, diags).map(|command| ShellAction { command, ok_exit: vec![0] });
+    }
+    let m = MapReader::new(node, "a shell step", SHELL_KEYS, diags)?;
+    let command = m.required("command", diags).and_then(|n| decode::non_empty(n, "shell command", diags));
+    let ok_exit = match m.get("exit") {
+        None => Some(vec![0]),
+        Some(n) if n.as_str() == Some("any") => Some(Vec::new()),
+        Some(n) => decode::list(n, "exit", true, diags).map(|items| {
+            items.into_iter().filter_map(|i| decode::integer(i, "exit code", 0, 255, diags)).map(|i| i as i32).collect()
+        }),
+    };
+    Some(ShellAction { command: command?, ok_exit: ok_exit? })
+}
+
+fn non_blank_command(node: &Node, s: &str, diags: &mut Diagnostics) -> Option<String> {
+    if s.trim().is_empty() {
+        diags.push(Diagnostic::new(&node.span, "the command is empty"));
+        return None;
+    }
+    Some(s.to_string())
+}
+
+fn command_line(node: &Node, diags: &mut Diagnostics) -> Option<CommandLine> {
+    match &node.value {
+        Value::Str(s) => non_blank_command(node, s, diags).map(CommandLine::Shell),
+        Value::Seq(items) if !items.is_empty() => {
+            let argv: Vec<String> = items.iter().filter_map(|i| decode::text(i, "command argument", diags)).collect();
+            (argv.len() == items.len()).then_some(CommandLine::Argv(argv))
+        }
+        _ => {
+            diags.push(
+                Diagnostic::new(&node.span, format!("command must be a string or a non-empty list, found {}", node.kind()))
+                    .with_help("write `command: galculator` or `command: [xterm, -fa, Monospace]`"),
+            );
+            None
+        }
+    }
+}
+
+fn launch(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<LaunchAction> {
+    if matches!(node.value, Value::Str(_) | Value::Seq(_)) {
+        let command = command_line(node, diags)?;
+        let process = command.program_name();
+        return Some(LaunchAction { command, process, until: None, wait: defaults.launch_wait });
+    }
+    let m = MapReader::new(node, "a launch step", LAUNCH_KEYS, diags)?;
+    let command = m.required("command", diags).and_then(|n| command_line(n, diags));
+    let process = m.get("process").and_then(|n| decode::non_empty(n, "process", diags));
+    let until = m.get("until").and_then(|n| expectation(n, false, defaults, diags));
+    let wait = m.get("wait").map_or(Some(defaults.launch_wait), |n| decode::duration(n, "wait", diags));
+    let command = command?;
+    let process = process.unwrap_or_else(|| command.program_name());
+    if process.is_empty() {
+        diags.push(Diagnostic::new(&node.span, "cannot tell which process to wait for").with_help("add `process: NAME`"));
+        return None;
+    }
+    Some(LaunchAction { command, process, until, wait: wait? })
+}
+
+fn keys(node: &Node, diags: &mut Diagnostics) -> Option<Vec<KeyCombo>> {
+    let items = decode::list(node, "key", true, diags)?;
+    let mut out = Vec::new();
+    let before = diags.len();
+    for item in items {
+        let Some(text) = decode::text(item, "key", diags) else { continue };
+        match KeyCombo::parse(&text) {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                let mut d = Diagnostic::new(&item.span, e.to_string());
+                if let Some(h) = e.help() {
+                    d = d.with_help(h);
+                }
+                diags.push(d);
+            }
+        }
+    }
+    if out.is_empty() && diags.len() == before {
+        diags.push(Diagnostic::new(&node.span, "key needs at least one key combo"));
+    }
+    (diags.len() == before).then_some(out)
+}
+
+fn type_text(node: &Node, diags: &mut Diagnostics) -> Option<TypeAction> {
+    let (text, interval) = match &node.value {
+        Value::Map(_) => {
+            let m = MapReader::new(node, "a type step", TYPE_KEYS, diags)?;
+            let text = m.required("text", diags).and_then(|n| decode::text(n, "text", diags));
+            let interval = m.get("interval").and_then(|n| decode::duration(n, "interval", diags));
+            (text?, interval)
+        }
+        _ => (decode::text(node, "type", diags)?, None),
+    };
+    if let Err((i, c)) = crate::input::type_text(&text) {
+        diags.push(
+            Diagnostic::new(&node.span, format!("character {} of the text ({:?}) cannot be typed", i + 1, c))
+                .with_help("use a key step for control keys"),
+        );
+        return None;
+    }
+    Some(TypeAction { text, interval })
+}
+
+fn click(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<ClickAction> {
+    let (target, button, double) = target(node, "click target", defaults, diags)?;
+    Some(ClickAction { target, button, double })
+}
+
+/// A click or move target with its button options.
+fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics) -> Option<(Target, Button, bool)> {
+    match &node.value {
+        Value::Seq(_) => return decode::point(node, what, diags).map(|p| (Target::At(p), Button::Left, false)),
+        Value::Str(s) => {
+            let query = TextMatch::Contains { text: s.clone(), case_sensitive: true };
+            return Some((Target::Text { query, region: None, offset: (0, 0) }, Button::Left, false));
+        }
+        _ => {}
+    }
+    let m = MapReader::new(node, what, TARGET_KEYS, diags)?;
+    let before = diags.len();
+    let button = match m.get("button") {
+        None => Button::Left,
+        Some(n) => match decode::string(n, "button", diags).map(|s| (Button::parse(&s), s)) {
+            Some((Some(b), _)) => b,
+            Some((None, s)) => {
+                diags.push(Diagnostic::new(&n.span, format!("unknown button '{s}'")).with_help("use left, middle or right"));
+                Button::Left
+            }
+            None => Button::Left,
+        },
+    };
+    let double = m.get("double").and_then(|n| decode::boolean(n, "double", diags)).unwrap_or(false);
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    let offset = match m.get("offset") {
+        None => (0, 0),
+        Some(n) => match n.as_seq() {
+            Some([dx, dy]) => (
+                decode::integer(dx, "offset x", -65535, 65535, diags).unwrap_or(0) as i32,
+                decode::integer(dy, "offset y", -65535, 65535, diags).unwrap_or(0) as i32,
+            ),
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "offset must be [dx, dy]"));
+                (0, 0)
+            }
+        },
+    };
+    let kinds: Vec<&str> = ["x", "at", "text", "regex", "image"].into_iter().filter(|k| m.has(k)).collect();
+    let target = match kinds.as_slice() {
+        ["x"] => {
+            let y = m.required("y", diags);
+            let p = decode::point(&Node::new(node.span.clone(), Value::Seq(vec![m.get("x")?.clone(), y?.clone()])), what, diags);
+            p.map(Target::At)
+        }
+        ["at"] => m.get("at").and_then(|n| decode::point(n, "at", diags)).map(Target::At),
+        ["text"] | ["regex"] => text_match(&m, diags).map(|query| Target::Text { query, region, offset }),
+        [_] => {
+            let n = m.get("image")?;
+            let name = decode::non_empty(n, "image", diags);
+            let threshold = m
+                .get("threshold")
+                .map_or(Some(defaults.image_threshold), |t| decode::number(t, "threshold", 0.0, 1.0, diags));
+            Some(Target::Image {
+                reference: Reference { name: name?, span: n.span.clone(), path: None },
+                region,
+                threshold: threshold?,
+                offset,
+            })
+        }
+        [] => {
+            diags.push(
+                Diagnostic::new(&node.span, format!("{what} needs a place: x/y, at, text, regex or image"))
+                    .with_help("e.g. `click: [100, 200]`, `click: {text: \"OK\"}` or `click: {image: ok.png}`"),
+            );
+            None
+        }
+        [a, b, ..] => {
+            diags.push(Diagnostic::new(&node.span, format!("{what} has both '{a}' and '{b}'; give one place")));
+            None
+        }
+    };
+    if m.has("y") && !m.has("x") {
+        diags.push(Diagnostic::new(&node.span, format!("{what} has 'y' without 'x'")));
+    }
+    if m.has("threshold") && !m.has("image") {
+        diags.push(Diagnostic::new(&m.entry("threshold")?.key_span, "'threshold' applies to image targets only"));
+    }
+    if diags.len() > before {
+        return None;
+    }
+    Some((target?, button, double))
+}
+
+/// `text:` (with `case_sensitive:`) or `regex:` from a map.
+fn text_match(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<TextMatch> {
+    let case_sensitive = m.get("case_sensitive").and_then(|n| decode::boolean(n, "case_sensitive", diags)).unwrap_or(true);
+    match (m.get("text"), m.get("regex")) {
+        (Some(t), None) => {
+            let text = decode::text(t, "text", diags)?;
+            if text.trim().is_empty() {
+                diags.push(Diagnostic::new(&t.span, "text must not be empty"));
+                return None;
+            }
+            Some(TextMatch::Contains { text, case_sensitive })
+        }
+        (None, Some(r)) => {
+            let pattern = decode::string(r, "regex", diags)?;
+            let pattern = if case_sensitive { pattern } else { format!("(?i){pattern}") };
+            match regex::Regex::new(&pattern) {
+                Ok(re) => Some(TextMatch::Regex(re)),
+                Err(e) => {
+                    diags.push(Diagnostic::new(&r.span, format!("invalid regex: {}", one_line(&e.to_string()))));
+                    None
+                }
+            }
+        }
+        (Some(_), Some(r)) => {
+            diags.push(Diagnostic::new(&r.span, "give either 'text' or 'regex', not both"));
+            None
+        }
+        (None, None) => {
+            diags.push(Diagnostic::new(&m.node.span, "needs 'text' or 'regex'"));
+            None
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+fn screenshot(node: &Node, diags: &mut Diagnostics) -> Option<ScreenshotAction> {
+    let action = match &node.value {
+        Value::Str(_) => ScreenshotAction { name: decode::non_empty(node, "screenshot", diags)?, region: None },
+        _ => {
+            let m = MapReader::new(node, "a screenshot step", SCREENSHOT_KEYS, diags)?;
+            let name = m.required("name", diags).and_then(|n| decode::non_empty(n, "name", diags));
+            let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+            ScreenshotAction { name: name?, region }
+        }
+    };
+    if action.name.contains('/') || action.name.contains('\\') || action.name.starts_with('.') {
+        diags.push(Diagnostic::new(&node.span, "a screenshot name is a file name, without '/' and not starting with '.'"));
+        return None;
+    }
+    Some(action)
+}
+
+/// One check or a list of checks.
+pub fn expectations(node: &Node, negate: bool, defaults: &Defaults, diags: &mut Diagnostics) -> Vec<Expect> {
+    let Some(items) = decode::list(node, "verify", true, diags) else { return Vec::new() };
+    if items.is_empty() {
+        diags.push(Diagnostic::new(&node.span, "an empty list of checks checks nothing"));
+    }
+    items.into_iter().filter_map(|n| expectation(n, negate, defaults, diags)).collect()
+}
+
+/// One check: a map with one kind key (`ocr`, `ssim`).
+pub fn expectation(node: &Node, negate: bool, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Expect> {
+    let kinds: Vec<&str> = CHECK_KINDS.iter().map(|(k, _)| *k).collect();
+    let m = MapReader::new(node, "a check", &kinds, diags)?;
+    let present: Vec<&str> = kinds.iter().copied().filter(|k| m.has(k)).collect();
+    let check = match present.as_slice() {
+        ["ocr"] => ocr(m.get("ocr")?, diags).map(Check::Ocr),
+        [_] => ssim(m.get("ssim")?, defaults, diags).map(Check::Ssim),
+        [] => {
+            if m.entries().is_empty() {
+                diags.push(Diagnostic::new(&node.span, format!("a check needs a kind: {}", kinds.join(", "))));
+            }
+            None
+        }
+        [a, b, ..] => {
+            diags.push(
+                Diagnostic::new(&node.span, format!("a check has one kind, found '{a}' and '{b}'"))
+                    .with_help("give a list of checks to check several things"),
+            );
+            None
+        }
+    }?;
+    Some(Expect { check, negate, span: node.span.clone() })
+}
+
+fn ocr(node: &Node, diags: &mut Diagnostics) -> Option<OcrCheck> {
+    match &node.value {
+        Value::Str(_) | Value::Int(_) | Value::Float(_) => {
+            let text = decode::text(node, "ocr", diags)?;
+            if text.trim().is_empty() {
+                diags.push(Diagnostic::new(&node.span, "ocr text must not be empty"));
+                return None;
+            }
+            Some(OcrCheck { query: TextMatch::Contains { text, case_sensitive: true }, region: None })
+        }
+        _ => {
+            let m = MapReader::new(node, "an ocr check", OCR_KEYS, diags)?;
+            let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+            let query = text_match(&m, diags)?;
+            Some(OcrCheck { query, region })
+        }
+    }
+}
+
+fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<SsimCheck> {
+    if let Value::Str(_) = node.value {
+        let name = decode::non_empty(node, "ssim reference", diags)?;
+        return Some(SsimCheck {
+            reference: Reference { name, span: node.span.clone(), path: None },
+            region: None,
+            mask: Vec::new(),
+            threshold: defaults.ssim_threshold,
+        });
+    }
+    let m = MapReader::new(node, "an ssim check", SSIM_KEYS, diags)?;
+    let reference = m.required("reference", diags).and_then(|n| {
+        decode::non_empty(n, "reference", diags).map(|name| Reference { name, span: n.span.clone(), path: None })
+    });
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    let mask = match m.get("mask") {
+        None => Vec::new(),
+        Some(n) => {
+            // one rectangle, or a list of rectangles
+            let is_single = n.as_seq().is_some_and(|s| s.len() == 4 && s.iter().all(|i| matches!(i.value, Value::Int(_))))
+                || n.as_map().is_some();
+            if is_single {
+                decode::rect(n, "mask", diags).into_iter().collect()
+            } else {
+                decode::list(n, "mask", false, diags)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|r| decode::rect(r, "mask rectangle", diags))
+                    .collect()
+            }
+        }
+    };
+    let threshold = m
+        .get("threshold")
+        .map_or(Some(defaults.ssim_threshold), |n| decode::number(n, "threshold", 0.0, 1.0, diags));
+    Some(SsimCheck { reference: reference?, region, mask, threshold: threshold? })
+}
+
+/// A generated label for a step without one, e.g. `type "12+30="`.
+pub fn default_label(step: &Step) -> String {
+    let short = |s: &str| {
+        let one: String = s.replace('\n', "⏎");
+        if one.chars().count() > 40 { format!("{}…", one.chars().take(40).collect::<String>()) } else { one }
+    };
+    let checks = || step.expect.iter().map(|e| format!("{}{}", if e.negate { "not " } else { "" }, e.check.describe())).collect::<Vec<_>>().join(", ");
+    match &step.action {
+        Action::Shell(s) => format!("shell {}", short(&s.command)),
+        Action::Launch(l) => format!("launch {}", short(&l.command.display())),
+        Action::Key(k) => format!("key {}", k.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
+        Action::Type(t) => format!("type \"{}\"", short(&t.text)),
+        Action::Click(c) => format!("click {}", describe_target(&c.target)),
+        Action::Move(t) => format!("move {}", describe_target(t)),
+        Action::Wait(d) => format!("wait {}ms", d.as_millis()),
+        Action::WaitFor => format!("wait for {}", checks()),
+        Action::Verify => format!("verify {}", checks()),
+        Action::Screenshot(s) => format!("screenshot {}", s.name),
+    }
+}
+
+pub fn describe_target(t: &Target) -> String {
+    match t {
+        Target::At(p) => p.to_string(),
+        Target::Text { query, .. } => format!("text {query}"),
+        Target::Image { reference, .. } => format!("image {}", reference.name),
+    }
+}
