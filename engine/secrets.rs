@@ -58,7 +58,13 @@ impl SecretStore {
             .get(name)
             .cloned()
             .unwrap_or_else(|| SecretSource::Env(Self::default_env_var(name)));
-        let value = match &source {
+        self.read(name, &source)
+    }
+
+    /// Read a secret from an explicit source (`name` is for messages). The
+    /// value is remembered for redaction.
+    pub fn read(&self, name: &str, source: &SecretSource) -> Result<String, SecretError> {
+        let value = match source {
             SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::MissingEnv {
                 name: name.to_string(),
                 var: var.clone(),

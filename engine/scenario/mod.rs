@@ -7,6 +7,7 @@ pub mod model;
 pub mod node;
 pub mod plan;
 pub mod routine;
+pub mod schema;
 pub mod source;
 pub mod template;
 pub mod yaml;

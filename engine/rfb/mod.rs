@@ -1,0 +1,41 @@
+//! smoke's own RFB (VNC) client, on tokio: connect over TCP or a Unix socket,
+//! authenticate (None, VNC authentication), keep a live RGBA copy of the remote
+//! screen, capture frames that are guaranteed fresh, and send key and pointer
+//! events.
+//!
+//! Layout, one concept per file:
+//! - [`transport`]: endpoints and the type-erased byte stream.
+//! - [`protocol`]: the wire format, encode/decode only, no I/O.
+//! - [`auth`]: VNC authentication DES and the `vncpasswd` password file.
+//! - [`handshake`]: version, security and initialisation messages.
+//! - [`encodings`]: pure rectangle decoders (Raw, CopyRect, ZRLE).
+//! - [`framebuffer`]: the client-side pixel store.
+//! - [`coverage`]: which pixels fresh updates have covered (for captures).
+//! - [`capture`]: pending captures and the freshness cut-off.
+//! - [`session`]: background tasks of a live connection.
+//! - [`client`]: [`VncClient`], the public handle.
+//!
+//! The client always asks for one pixel format (32 bpp, depth 24, true colour,
+//! little-endian, red/green/blue at bits 0/8/16), so pixels arrive as R, G, B,
+//! X and ZRLE CPIXELs as R, G, B, and sends ClientInit with shared=1.
+
+pub mod auth;
+pub mod capture;
+pub mod client;
+pub mod coverage;
+pub mod encodings;
+pub mod error;
+pub mod framebuffer;
+pub mod handshake;
+pub mod protocol;
+pub mod session;
+pub mod transport;
+
+pub use auth::vnc_password_file;
+pub use client::{ConnectOptions, VncClient};
+pub use error::RfbError;
+pub use framebuffer::Framebuffer;
+pub use handshake::ServerInfo;
+pub use protocol::{Encoding, PixelFormat, ProtocolVersion, SecurityType};
+pub use session::ClientStats;
+pub use transport::{BoxedStream, ByteStream, Endpoint};

@@ -1,0 +1,292 @@
+//! One run, end to end: inventory target + scenario -> validated plan ->
+//! prepared machine -> VNC connection and recording -> runner -> results.
+//!
+//! Nothing downstream reaches back upstream: the plan is complete before the
+//! machine starts, and the results are derived from the event stream.
+//! Teardown and the result files happen on every path out of a started run
+//! (failure, infrastructure error, Ctrl-C).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::backend::{Machine, StartContext};
+use crate::console::{Console, Verbosity};
+use crate::events::{Event, EventLog, JsonlSink, Verdict};
+use crate::frame::Frame;
+use crate::inventory::{Inventory, Target};
+use crate::project::{Project, display_path};
+use crate::recorder::{FrameSource, Recorder, RecorderOptions};
+use crate::results::{ResultsDir, junit, summary};
+use crate::rfb::{ConnectOptions, VncClient};
+use crate::runner::screen::Screen;
+use crate::runner::{Cancel, Runner};
+use crate::scenario::diagnostic::{Diagnostic, Diagnostics};
+use crate::scenario::node::{Node, Value};
+use crate::scenario::plan::{self, Plan, PlanOptions, TargetInfo, UpdateReferences};
+use crate::scenario::source::{SourceMap, Span};
+use crate::scenario::yaml;
+use crate::secrets::SecretStore;
+
+/// What `smoke run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub scenario: PathBuf,
+    pub os: Option<String>,
+    /// `--var k=v`, in order.
+    pub vars: Vec<String>,
+    pub inventory: Option<PathBuf>,
+    pub results_root: PathBuf,
+    pub update_references: UpdateReferences,
+    pub verbosity: Verbosity,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunReport {
+    pub verdict: Verdict,
+    pub results: Option<PathBuf>,
+    /// For invalid input: the rendered diagnostics.
+    pub message: Option<String>,
+}
+
+/// Everything validated before a machine is touched.
+pub struct Prepared {
+    pub plan: Plan,
+    pub target: Target,
+    pub secrets: SecretStore,
+    pub sources: SourceMap,
+}
+
+/// Load inventory, target and plan; all mistakes at once.
+pub fn prepare(scenario: &Path, os: Option<&str>, vars: &[String], inventory: Option<&Path>, update: UpdateReferences) -> Result<Prepared, (Diagnostics, SourceMap)> {
+    let mut sources = SourceMap::new();
+    let project = Project::of_file(scenario);
+    let inv = Inventory::locate(inventory, Some(&project.root), &mut sources).map_err(|d| (d, sources.clone()))?;
+    let target = inv.target(os).map_err(|m| (one(Span::command_line("--os"), m), sources.clone()))?.clone();
+    let mut overrides = Vec::new();
+    let mut diags = Diagnostics::new();
+    for v in vars {
+        match parse_var(v) {
+            Ok(kv) => overrides.push(kv),
+            Err(m) => diags.push(Diagnostic::new(&Span::command_line(&format!("--var {v}")), m)),
+        }
+    }
+    if !diags.is_empty() {
+        return Err((diags, sources));
+    }
+    let secrets = SecretStore::new(target.secrets.clone());
+    let opts = PlanOptions { target: target_info(&target), overrides, update_references: update, secrets: secrets.clone() };
+    let plan = plan::load(scenario, &opts, &mut sources).map_err(|d| (d, sources.clone()))?;
+    Ok(Prepared { plan, target, secrets, sources })
+}
+
+/// What the plan needs to know about a target.
+pub fn target_info(t: &Target) -> TargetInfo {
+    TargetInfo {
+        name: t.name.clone(),
+        family: t.family.clone(),
+        desktop: t.desktop.clone(),
+        backend: t.backend.name().to_string(),
+        capabilities: t.backend.capabilities(),
+        vars: t.vars.clone(),
+    }
+}
+
+fn one(span: Span, m: String) -> Diagnostics {
+    let mut d = Diagnostics::new();
+    d.push(Diagnostic::new(&span, m));
+    d
+}
+
+/// `k=v` with `v` read as a YAML value (so `n=3` is an int and `apps=[a, b]` a list).
+pub fn parse_var(s: &str) -> Result<(String, Node), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("--var takes NAME=VALUE, got '{s}'"))?;
+    let k = k.trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("'{k}' is not a variable name (letters, digits, '_')"));
+    }
+    let span = Span::command_line(&format!("--var {k}"));
+    let node = match yaml::parse(&Arc::from(format!("--var {k}")), v.as_bytes()) {
+        Ok(n) if !matches!(n.value, Value::Null) || v.trim() == "null" => Node::from_json(&n.to_json(), &span),
+        _ => Node::new(span, Value::Str(v.to_string())),
+    };
+    Ok((k.to_string(), node))
+}
+
+/// Run a scenario. Never panics on bad input; returns the verdict.
+pub async fn run(req: RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport {
+    let prepared = match prepare(&req.scenario, req.os.as_deref(), &req.vars, req.inventory.as_deref(), req.update_references) {
+        Ok(p) => p,
+        Err((d, sources)) => {
+            return RunReport { verdict: Verdict::Invalid, results: None, message: Some(d.sorted().render(&sources)) };
+        }
+    };
+    run_prepared(prepared, &req, cancel).await
+}
+
+/// Run an already validated plan.
+pub async fn run_prepared(p: Prepared, req: &RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport {
+    let start = Instant::now();
+    let results = match ResultsDir::create(&req.results_root, &p.plan.name, &p.target.name) {
+        Ok(r) => r,
+        Err(e) => {
+            return RunReport {
+                verdict: Verdict::Error,
+                results: None,
+                message: Some(format!("cannot create the results folder under {}: {e}", req.results_root.display())),
+            };
+        }
+    };
+    let events = EventLog::new(p.secrets.redactor());
+    match JsonlSink::create(&results.events()) {
+        Ok(sink) => events.add_sink(Box::new(sink)),
+        Err(e) => tracing::warn!("cannot write {}: {e}", results.events().display()),
+    }
+    events.add_sink(Box::new(Console::new(req.verbosity)));
+    events.emit(Event::RunStarted {
+        scenario: p.plan.name.clone(),
+        file: display_path(&p.plan.file),
+        os: p.target.name.clone(),
+        backend: p.target.backend.name().into(),
+        results: display_path(&results.path),
+        smoke_version: env!("CARGO_PKG_VERSION").into(),
+        steps: p.plan.steps.len() + p.plan.cleanup.len(),
+    });
+    let outcome = execute(&p, &results, &events, req, cancel).await;
+    let (verdict, counts, reason) = match outcome {
+        Ok(r) => (r.verdict, (r.passed, r.failed, r.errors, r.skipped), r.reason),
+        Err(message) => {
+            let skipped = p.plan.all_steps().count();
+            (Verdict::Error, (0, 0, 0, skipped), Some(message))
+        }
+    };
+    events.emit(Event::RunFinished {
+        verdict,
+        exit_code: verdict.exit_code(),
+        duration_ms: start.elapsed().as_millis() as u64,
+        passed: counts.0,
+        failed: counts.1,
+        errors: counts.2,
+        skipped: counts.3,
+        reason,
+    });
+    write_reports(&results, &events);
+    RunReport { verdict, results: Some(results.path.clone()), message: None }
+}
+
+/// summary.json and junit.xml, from the events.
+pub fn write_reports(results: &ResultsDir, events: &EventLog) {
+    let s = summary::from_events(&events.records());
+    let mut json = serde_json::to_value(&s).unwrap_or_default();
+    events.redactor().redact_json(&mut json);
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    if let Err(e) = std::fs::write(results.summary(), text + "\n") {
+        tracing::warn!("cannot write {}: {e}", results.summary().display());
+    }
+    let xml = events.redactor().redact(&junit::render(&s));
+    if let Err(e) = std::fs::write(results.junit(), xml) {
+        tracing::warn!("cannot write {}: {e}", results.junit().display());
+    }
+}
+
+/// Start the machine, connect, record, run, and always tear down.
+async fn execute(p: &Prepared, results: &ResultsDir, events: &EventLog, req: &RunRequest, cancel: watch::Receiver<Cancel>) -> Result<crate::runner::RunResult, String> {
+    let setup = Instant::now();
+    let ctx = StartContext { logs: results.logs(), cwd: p.plan.project.root.clone(), secrets: p.secrets.clone() };
+    let mut machine = Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
+    let outcome = async {
+        let client = connect(&machine).await?;
+        let (w, h) = client.size();
+        events.emit(Event::TargetReady {
+            desktop_name: client.desktop_name(),
+            width: w,
+            height: h,
+            vnc: machine.vnc().endpoint.to_string(),
+            setup_ms: setup.elapsed().as_millis() as u64,
+        });
+        let recorder = Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
+            .map_err(|e| format!("starting the recording: {e}"))?;
+        let screen = Screen::new(client.clone(), events.clone());
+        let commands = machine.commands();
+        let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());
+        let mut runner = Runner::new(&p.plan, screen, commands, events.clone(), results, req.update_references, cancel, Some(frame_index));
+        let result = runner.run().await;
+        for r in runner.created_references() {
+            events.emit(Event::Warning { message: format!("reference image written: {}", display_path(r)) });
+        }
+        drop(runner);
+        match recorder.stop().await {
+            Ok(stats) => events.emit(Event::Recording {
+                path: results.relative(&stats.path),
+                frames_sampled: stats.frames_sampled,
+                frames_kept: stats.frames_kept,
+                bytes: stats.bytes,
+                duration_ms: stats.duration.as_millis() as u64,
+            }),
+            Err(e) => events.emit(Event::Warning { message: format!("recording failed: {e}") }),
+        }
+        client.close().await;
+        Ok(result)
+    }
+    .await;
+    for note in machine.teardown().await {
+        tracing::debug!("teardown: {note}");
+    }
+    outcome
+}
+
+/// Connect to the machine's VNC server, retrying while it comes up.
+async fn connect(machine: &Machine) -> Result<VncClient, String> {
+    let access = machine.vnc();
+    let mut opts = ConnectOptions { password: access.password.clone(), timeout: Duration::from_secs(10), ..Default::default() };
+    if let Some(e) = &access.encodings {
+        opts.encodings = e.clone();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match VncClient::connect(&access.endpoint, &opts).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() < deadline && is_transient(&e) => {
+                tracing::debug!("VNC not ready yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("connecting to VNC at {}: {e}", access.endpoint)),
+        }
+    }
+}
+
+fn is_transient(e: &crate::rfb::RfbError) -> bool {
+    matches!(e, crate::rfb::RfbError::Io { .. } | crate::rfb::RfbError::Disconnected { .. } | crate::rfb::RfbError::Timeout { .. })
+}
+
+/// The VNC client as the recorder's frame source.
+struct VncFrames(VncClient);
+
+impl FrameSource for VncFrames {
+    fn update_seq(&self) -> u64 {
+        self.0.update_seq()
+    }
+    fn snapshot(&self) -> Option<Frame> {
+        Some(self.0.snapshot())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_keep_yaml_types() {
+        assert_eq!(parse_var("n=3").unwrap().1.value, Value::Int(3));
+        assert_eq!(parse_var("s=hello world").unwrap().1.value, Value::Str("hello world".into()));
+        assert_eq!(parse_var("b=yes").unwrap().1.value, Value::Str("yes".into()));
+        assert!(matches!(parse_var("l=[a, b]").unwrap().1.value, Value::Seq(ref v) if v.len() == 2));
+        assert_eq!(parse_var("e=").unwrap().1.value, Value::Str(String::new()));
+        assert_eq!(parse_var("q=a: [").unwrap().1.value, Value::Str("a: [".into()));
+        assert!(parse_var("novalue").is_err());
+        assert!(parse_var("1x=2").is_err());
+    }
+}

@@ -1,0 +1,590 @@
+//! The runner: executes a validated plan on a prepared machine and reports
+//! everything as events.
+//!
+//! Invariants:
+//! - Steps run in order; the first failed main step stops the main steps (the
+//!   rest are reported as skipped); cleanup steps always run, all of them.
+//! - Every check is a polling wait with a budget, evaluated on fresh frames;
+//!   all checks of a step are decided on the same frame.
+//! - A retry first re-checks the step's expectations: if they already hold,
+//!   the action is not repeated (text is never typed twice).
+//! - A failing step leaves its failing frame in the results.
+//! - Ctrl-C once stops the main steps and still runs cleanup; twice stops now.
+
+pub mod checks;
+pub mod screen;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::backend::commands::LocalCommands;
+use crate::events::{Event, EventLog, StepStatus, Verdict};
+use crate::frame::Frame;
+use crate::geometry::Point;
+use crate::results::{ResultsDir, annotate};
+use crate::rfb::RfbError;
+use crate::scenario::model::{Action, Expect, LaunchAction, ShellAction, Target};
+use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
+use checks::{CheckError, Checker, Evaluation};
+use screen::Screen;
+
+/// How far a stop request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cancel {
+    Run,
+    /// Stop the main steps; still run cleanup.
+    Soft,
+    /// Stop everything now.
+    Hard,
+}
+
+/// Default budget of a shell step without a `timeout`.
+pub const SHELL_TIMEOUT: Duration = Duration::from_secs(300);
+const POLL_GAP: Duration = Duration::from_millis(200);
+const KEY_GAP: Duration = Duration::from_millis(50);
+const TAIL: usize = 2000;
+/// After a launch: the screen must stay unchanged this long...
+const LAUNCH_SETTLE_QUIET: Duration = Duration::from_millis(400);
+/// ...but never wait longer than this (a blinking caret never settles).
+const LAUNCH_SETTLE_MAX: Duration = Duration::from_secs(3);
+
+/// Why a step did not pass.
+#[derive(Debug, Clone)]
+pub enum StepError {
+    /// The app or the scenario's expectation: a check did not hold, a command failed.
+    Failed(String),
+    /// smoke or the target broke.
+    Infra(String),
+    Cancelled,
+}
+
+impl From<RfbError> for StepError {
+    fn from(e: RfbError) -> Self {
+        StepError::Infra(format!("VNC: {e}"))
+    }
+}
+
+impl From<CheckError> for StepError {
+    fn from(e: CheckError) -> Self {
+        match e {
+            CheckError::Invalid(m) => StepError::Failed(m),
+            CheckError::Infra(m) => StepError::Infra(m),
+        }
+    }
+}
+
+/// Counts and verdict of a run.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    pub verdict: Verdict,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub skipped: usize,
+    pub reason: Option<String>,
+}
+
+/// Something that tells which recording frame is current (for step timelines).
+pub type FrameIndex<'a> = Box<dyn Fn() -> u64 + Send + Sync + 'a>;
+
+pub struct Runner<'a> {
+    plan: &'a Plan,
+    screen: Screen,
+    commands: Option<&'a mut LocalCommands>,
+    events: EventLog,
+    results: &'a ResultsDir,
+    checker: Checker,
+    cancel: watch::Receiver<Cancel>,
+    frame_index: Option<FrameIndex<'a>>,
+    /// The cancel level that interrupts the current phase.
+    interrupt_at: Cancel,
+}
+
+/// What one attempt of a step produced.
+struct Attempt {
+    result: Result<(), StepError>,
+    /// The frame the step was last judged on (for the failure screenshot).
+    frame: Option<Frame>,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        screen: Screen,
+        commands: Option<&'a mut LocalCommands>,
+        events: EventLog,
+        results: &'a ResultsDir,
+        update: UpdateReferences,
+        cancel: watch::Receiver<Cancel>,
+        frame_index: Option<FrameIndex<'a>>,
+    ) -> Runner<'a> {
+        Runner { plan, screen, commands, events, results, checker: Checker::new(update), cancel, frame_index, interrupt_at: Cancel::Soft }
+    }
+
+    /// References created or updated by this run.
+    pub fn created_references(&self) -> &[std::path::PathBuf] {
+        &self.checker.created
+    }
+
+    pub async fn run(&mut self) -> RunResult {
+        let mut r = RunResult { verdict: Verdict::Passed, passed: 0, failed: 0, errors: 0, skipped: 0, reason: None };
+        let mut stop: Option<String> = None;
+        let mut cancelled = false;
+        self.interrupt_at = Cancel::Soft;
+        for ps in &self.plan.steps {
+            if stop.is_none() && *self.cancel.borrow() >= Cancel::Soft {
+                stop = Some("interrupted".into());
+                cancelled = true;
+            }
+            if let Some(why) = &stop {
+                self.skip(ps, why, &mut r);
+                continue;
+            }
+            let status = self.step(ps, &mut r).await;
+            match status {
+                StepStatus::Passed => {}
+                StepStatus::Skipped => {
+                    cancelled = true;
+                    stop = Some("interrupted".into());
+                }
+                _ => stop = Some(format!("step {} did not pass", ps.number)),
+            }
+        }
+        self.interrupt_at = Cancel::Hard;
+        for ps in &self.plan.cleanup {
+            if *self.cancel.borrow() >= Cancel::Hard {
+                self.skip(ps, "interrupted twice: cleanup abandoned", &mut r);
+                cancelled = true;
+                continue;
+            }
+            self.step(ps, &mut r).await;
+        }
+        r.verdict = if r.errors > 0 {
+            Verdict::Error
+        } else if r.failed > 0 {
+            Verdict::Failed
+        } else if cancelled {
+            Verdict::Interrupted
+        } else {
+            Verdict::Passed
+        };
+        if r.reason.is_none() && cancelled {
+            r.reason = Some("interrupted".into());
+        }
+        r
+    }
+
+    fn skip(&self, ps: &PlannedStep, why: &str, r: &mut RunResult) {
+        r.skipped += 1;
+        self.events.emit(Event::StepFinished {
+            step: ps.number,
+            label: ps.label.clone(),
+            status: StepStatus::Skipped,
+            duration_ms: 0,
+            attempts: 0,
+            error: Some(why.to_string()),
+            failure_screenshot: None,
+        });
+    }
+
+    /// Run one step with its retries; report it; count it.
+    async fn step(&mut self, ps: &PlannedStep, r: &mut RunResult) -> StepStatus {
+        let start = Instant::now();
+        let retries = ps.step.retries;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            self.events.emit(Event::StepStarted {
+                step: ps.number,
+                label: ps.label.clone(),
+                kind: ps.step.action.kind().into(),
+                cleanup: ps.cleanup,
+                attempt,
+                routines: ps.calls.iter().map(|c| c.routine.clone()).collect(),
+                source: ps.step.span.to_string(),
+                frame: self.frame_index.as_ref().map(|f| f()),
+            });
+            let a = self.attempt(ps, attempt).await;
+            let retryable = matches!(a.result, Err(StepError::Failed(_)) | Err(StepError::Infra(_)));
+            if a.result.is_ok() || !retryable || attempt > retries {
+                break a;
+            }
+            tracing::info!(step = ps.number, attempt, "step failed; retrying");
+        };
+        let (status, error) = match &outcome.result {
+            Ok(()) => (StepStatus::Passed, None),
+            Err(StepError::Failed(m)) => (StepStatus::Failed, Some(m.clone())),
+            Err(StepError::Infra(m)) => (StepStatus::Error, Some(m.clone())),
+            Err(StepError::Cancelled) => (StepStatus::Skipped, Some("interrupted".to_string())),
+        };
+        let mut failure_screenshot = None;
+        if matches!(status, StepStatus::Failed | StepStatus::Error) {
+            let frame = match outcome.frame {
+                Some(f) => Some(f),
+                None => self.screen.capture().await.ok(),
+            };
+            if let Some(f) = frame {
+                let path = self.results.screenshot(ps.number, "failure");
+                if f.save_png(&path).is_ok() {
+                    failure_screenshot = Some(self.results.relative(&path));
+                }
+            }
+        }
+        match status {
+            StepStatus::Passed => r.passed += 1,
+            StepStatus::Failed => r.failed += 1,
+            StepStatus::Error => r.errors += 1,
+            StepStatus::Skipped => r.skipped += 1,
+        }
+        if r.reason.is_none() && matches!(status, StepStatus::Failed | StepStatus::Error) {
+            r.reason = Some(format!("step {} ({}): {}", ps.number, ps.label, error.clone().unwrap_or_default()));
+        }
+        self.events.emit(Event::StepFinished {
+            step: ps.number,
+            label: ps.label.clone(),
+            status,
+            duration_ms: start.elapsed().as_millis() as u64,
+            attempts: attempt,
+            error,
+            failure_screenshot,
+        });
+        status
+    }
+
+    async fn attempt(&mut self, ps: &PlannedStep, attempt: u32) -> Attempt {
+        let step = &ps.step;
+        let budget = step.timeout.unwrap_or(self.plan.defaults.timeout);
+        let has_action = !matches!(step.action, Action::Verify | Action::WaitFor);
+        // Before repeating an action, see whether its effect is already there.
+        if attempt > 1 && has_action && !step.expect.is_empty() {
+            match self.poll(ps.number, &step.expect, Duration::ZERO, "recheck").await {
+                Ok((true, frame)) => {
+                    self.events.emit(Event::Warning { message: format!("step {}: expectations already hold on retry {attempt}; the action is not repeated", ps.number) });
+                    return Attempt { result: Ok(()), frame: Some(frame) };
+                }
+                Ok(_) => {}
+                Err(e) => return Attempt { result: Err(e), frame: None },
+            }
+        }
+        if let Err(e) = self.action(ps).await {
+            return Attempt { result: Err(e), frame: None };
+        }
+        if step.expect.is_empty() {
+            return Attempt { result: Ok(()), frame: None };
+        }
+        let what = if matches!(step.action, Action::WaitFor) { "wait_for" } else { "verify" };
+        match self.poll(ps.number, &step.expect, budget, what).await {
+            Ok((true, frame)) => Attempt { result: Ok(()), frame: Some(frame) },
+            Ok((false, frame)) => {
+                let msg = if matches!(step.action, Action::WaitFor) {
+                    format!("timed out after {:.1}s waiting for the screen", budget.as_secs_f64())
+                } else {
+                    format!("check did not hold within {:.1}s", budget.as_secs_f64())
+                };
+                Attempt { result: Err(StepError::Failed(msg)), frame: Some(frame) }
+            }
+            Err(e) => Attempt { result: Err(e), frame: None },
+        }
+    }
+
+    async fn action(&mut self, ps: &PlannedStep) -> Result<(), StepError> {
+        let n = ps.number;
+        let d = &self.plan.defaults;
+        let budget = ps.step.timeout.unwrap_or(d.timeout);
+        match &ps.step.action {
+            Action::Verify | Action::WaitFor => Ok(()),
+            Action::Wait(t) => self.sleep(*t).await,
+            Action::Key(combos) => Ok(self.screen.keys(n, combos, KEY_GAP).await?),
+            Action::Type(t) => {
+                let interval = t.interval.unwrap_or(d.type_interval);
+                Ok(self.screen.type_text(n, &t.text, interval).await?)
+            }
+            Action::Click(c) => {
+                let (at, mut frame) = self.locate(n, &c.target, budget).await?;
+                annotate::mark_click(&mut frame, at);
+                let path = self.results.screenshot(n, "click");
+                if frame.save_png(&path).is_ok() {
+                    self.events.emit(Event::Screenshot { step: n, path: self.results.relative(&path), reason: format!("click at {at}") });
+                }
+                let settle = d.click_settle;
+                Ok(self.screen.click(n, at, c.button, c.double, settle).await?)
+            }
+            Action::Move(t) => {
+                let (at, _) = self.locate(n, t, budget).await?;
+                Ok(self.screen.move_to(n, at).await?)
+            }
+            Action::Screenshot(s) => {
+                let frame = self.screen.capture().await?;
+                let frame = match s.region {
+                    Some(r) => frame.crop(r).ok_or_else(|| StepError::Failed(format!("region {r} lies outside the screen")))?,
+                    None => frame,
+                };
+                let path = self.results.screenshot(n, &s.name);
+                frame.save_png(&path).map_err(|e| StepError::Infra(e.to_string()))?;
+                self.events.emit(Event::Screenshot { step: n, path: self.results.relative(&path), reason: s.name.clone() });
+                Ok(())
+            }
+            Action::Shell(s) => self.shell(n, s, ps.step.timeout.unwrap_or(SHELL_TIMEOUT)).await,
+            Action::Launch(l) => self.launch(n, l).await,
+        }
+    }
+
+    async fn shell(&mut self, n: usize, s: &ShellAction, timeout: Duration) -> Result<(), StepError> {
+        let commands = self.commands.as_deref().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let out = commands.run(&s.command, timeout).await.map_err(|e| StepError::Infra(e.to_string()))?;
+        self.events.emit(Event::Shell {
+            step: n,
+            command: s.command.clone(),
+            exit_code: out.exit_code,
+            timed_out: out.timed_out,
+            duration_ms: out.duration.as_millis() as u64,
+            stdout: tail(&out.stdout),
+            stderr: tail(&out.stderr),
+        });
+        if out.timed_out {
+            return Err(StepError::Failed(format!("command timed out after {:.1}s and was killed", timeout.as_secs_f64())));
+        }
+        match out.exit_code {
+            Some(code) if s.ok_exit.is_empty() || s.ok_exit.contains(&code) => Ok(()),
+            Some(code) => Err(StepError::Failed(format!("command exited with {code}{}", stderr_hint(&out.stderr)))),
+            None => Err(StepError::Failed(format!("command was killed by signal {}{}", out.signal.unwrap_or(0), stderr_hint(&out.stderr)))),
+        }
+    }
+
+    async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
+        let before = self.screen.capture().await?;
+        let log = self.results.logs().join(format!("launch-{n:03}.log"));
+        let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let pid = commands.launch(&l.command, &log).map_err(|e| StepError::Failed(e.to_string()))?;
+        self.events.emit(Event::Launch { step: n, command: l.command.display(), process: l.process.clone(), pid, log: self.results.relative(&log) });
+        let start = Instant::now();
+        let mut exited: Option<String> = None;
+        loop {
+            let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("no commands".into()))?;
+            let running = commands.process_running(&l.process);
+            if exited.is_none() {
+                exited = commands.exited(pid);
+            }
+            if !running {
+                if let Some(status) = &exited {
+                    if !status.contains("exit status: 0") {
+                        return Err(StepError::Failed(format!(
+                            "{} exited ({status}) before its window appeared; its output:\n{}",
+                            l.process,
+                            crate::backend::local_desktop::tail(&log)
+                        )));
+                    }
+                }
+            }
+            if running {
+                let ok = match &l.until {
+                    Some(expect) => self.poll(n, std::slice::from_ref(expect), Duration::ZERO, "launch").await?.0,
+                    None => self.screen.capture().await? != before,
+                };
+                if ok {
+                    // A window that just appeared may not take input yet: let it settle.
+                    self.settle(LAUNCH_SETTLE_QUIET, LAUNCH_SETTLE_MAX).await?;
+                    return Ok(());
+                }
+            }
+            if start.elapsed() >= l.wait {
+                let why = if !running {
+                    format!("no process named '{}' appeared within {:.1}s", l.process, l.wait.as_secs_f64())
+                } else if l.until.is_some() {
+                    format!("'{}' runs, but the screen condition did not hold within {:.1}s", l.process, l.wait.as_secs_f64())
+                } else {
+                    format!("'{}' runs, but the screen did not change within {:.1}s", l.process, l.wait.as_secs_f64())
+                };
+                return Err(StepError::Failed(why));
+            }
+            self.sleep(POLL_GAP).await?;
+        }
+    }
+
+    /// Where a click or move goes; polls for text and images until `budget`.
+    async fn locate(&mut self, n: usize, target: &Target, budget: Duration) -> Result<(Point, Frame), StepError> {
+        let start = Instant::now();
+        let mut polls = 0;
+        loop {
+            let frame = self.screen.capture().await?;
+            polls += 1;
+            let (found, text, score, kind, desc) = match target {
+                Target::At(p) => {
+                    if p.x >= frame.width() || p.y >= frame.height() {
+                        return Err(StepError::Failed(format!("point {p} lies outside the {}x{} screen", frame.width(), frame.height())));
+                    }
+                    return Ok((*p, frame));
+                }
+                Target::Text { query, region, offset } => {
+                    let (found, text) = self.checker.locate_text(query, *region, &frame).await?;
+                    (found.map(|f| (f, *offset)), Some(text), None, "ocr", format!("locate text {query}"))
+                }
+                Target::Image { reference, region, threshold, offset } => {
+                    let (rect, score, found) = self.checker.locate_image(reference, *region, *threshold, &frame)?;
+                    (found.then_some((rect, *offset)), None, Some(score), "image", format!("locate image {} >= {threshold}", reference.name))
+                }
+            };
+            let done = found.is_some() || start.elapsed() >= budget;
+            if done {
+                self.events.emit(Event::Check {
+                    step: n,
+                    kind: kind.into(),
+                    negate: false,
+                    passed: found.is_some(),
+                    check: desc.clone(),
+                    score,
+                    threshold: None,
+                    text: text.clone(),
+                    found: found.map(|(f, _)| f),
+                    region: None,
+                    polls,
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                    screenshot: None,
+                    reference: None,
+                    diff: None,
+                    note: None,
+                });
+            }
+            if let Some((rect, offset)) = found {
+                return Ok((checks::target_point(rect, offset, &frame), frame));
+            }
+            if done {
+                let detail = match (text, score) {
+                    (Some(t), _) => format!("; OCR read: {}", one_line(&t, 300)),
+                    (_, Some(s)) => format!("; best match scored {s:.3}"),
+                    _ => String::new(),
+                };
+                return Err(StepError::Failed(format!("{desc}: not found within {:.1}s{detail}", budget.as_secs_f64())));
+            }
+            self.sleep(POLL_GAP).await?;
+        }
+    }
+
+    /// Poll expectations on fresh frames until all hold or `budget` runs out
+    /// (a zero budget evaluates once). Returns whether they held and the frame
+    /// they were last judged on; emits one event per check with its evidence.
+    async fn poll(&mut self, n: usize, expects: &[Expect], budget: Duration, what: &str) -> Result<(bool, Frame), StepError> {
+        let start = Instant::now();
+        let mut polls = 0u32;
+        let mut last: Option<(Frame, Vec<Evaluation>)> = None;
+        loop {
+            let frame = self.screen.capture().await?;
+            // an unchanged screen gives the same answers: don't re-run OCR on it
+            let same = last.as_ref().is_some_and(|(f, _)| *f == frame);
+            if !same {
+                let mut evals = Vec::with_capacity(expects.len());
+                for e in expects {
+                    evals.push(self.checker.evaluate(e, &frame).await?);
+                }
+                last = Some((frame, evals));
+            }
+            polls += 1;
+            let all = last.as_ref().is_some_and(|(_, ev)| ev.iter().all(|e| e.passed));
+            if all || start.elapsed() >= budget {
+                let (frame, evals) = last.take().unwrap_or_else(|| (Frame::new(1, 1), Vec::new()));
+                self.report_checks(n, expects, &evals, &frame, polls, start.elapsed(), what);
+                return Ok((all, frame));
+            }
+            self.sleep(POLL_GAP.min(budget.saturating_sub(start.elapsed()))).await?;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report_checks(&self, n: usize, expects: &[Expect], evals: &[Evaluation], frame: &Frame, polls: u32, elapsed: Duration, what: &str) {
+        // one screenshot of the frame all checks were judged on, regions outlined
+        let mut shot = frame.clone();
+        for e in expects {
+            if let Some(r) = e.check.region() {
+                annotate::mark_region(&mut shot, r);
+            }
+        }
+        let path = self.results.screenshot(n, what);
+        let screenshot = shot.save_png(&path).ok().map(|_| self.results.relative(&path));
+        for (e, ev) in expects.iter().zip(evals) {
+            let diff = ev.diff.as_ref().and_then(|d| {
+                let p = self.results.screenshot(n, "diff");
+                d.save_png(&p).ok().map(|_| self.results.relative(&p))
+            });
+            let reference = match &e.check {
+                crate::scenario::model::Check::Ssim(s) => s.reference.path.as_ref().map(|p| crate::project::display_path(p)),
+                _ => None,
+            };
+            self.events.emit(Event::Check {
+                step: n,
+                kind: e.check.kind().into(),
+                negate: e.negate,
+                passed: ev.passed,
+                check: format!("{}{}", if e.negate { "not " } else { "" }, e.check.describe()),
+                score: ev.score,
+                threshold: ev.threshold,
+                text: ev.text.clone(),
+                found: ev.found,
+                region: e.check.region(),
+                polls,
+                elapsed_ms: elapsed.as_millis() as u64,
+                screenshot: screenshot.clone(),
+                reference,
+                diff,
+                note: ev.note.clone(),
+            });
+        }
+    }
+
+    /// Wait until the screen has not changed for `quiet` (at most `max`).
+    async fn settle(&mut self, quiet: Duration, max: Duration) -> Result<(), StepError> {
+        let start = Instant::now();
+        let mut last = self.screen.capture().await?;
+        let mut since = Instant::now();
+        while start.elapsed() < max {
+            self.sleep(Duration::from_millis(100)).await?;
+            let f = self.screen.capture().await?;
+            if f != last {
+                last = f;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return Ok(());
+            }
+        }
+        tracing::debug!("screen still changing after {max:?}; going on");
+        Ok(())
+    }
+
+    /// Sleep, unless a stop request for this phase comes first.
+    async fn sleep(&mut self, d: Duration) -> Result<(), StepError> {
+        if *self.cancel.borrow() >= self.interrupt_at {
+            return Err(StepError::Cancelled);
+        }
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Ok(()),
+                changed = self.cancel.changed() => {
+                    if changed.is_err() {
+                        // the sender is gone: nobody can cancel any more
+                        tokio::time::sleep_until(deadline).await;
+                        return Ok(());
+                    }
+                    if *self.cancel.borrow() >= self.interrupt_at {
+                        return Err(StepError::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= TAIL { s.to_string() } else { format!("…{}", s.chars().skip(n - TAIL).collect::<String>()) }
+}
+
+fn stderr_hint(stderr: &str) -> String {
+    let t = stderr.trim();
+    if t.is_empty() { String::new() } else { format!("; stderr: {}", one_line(t, 300)) }
+}
+
+fn one_line(s: &str, max: usize) -> String {
+    let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() > max { format!("{}…", joined.chars().take(max).collect::<String>()) } else { joined }
+}

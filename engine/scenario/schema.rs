@@ -1,0 +1,209 @@
+//! JSON Schema (draft 2020-12) of scenario and routine files, for editors
+//! (completion, hover docs, type checks). `smoke validate` stays the
+//! authority: it also checks what a schema cannot say well (exactly one
+//! action per step, routine inputs, references, template variables).
+//! Property names come from the same tables the decoder uses.
+
+use serde_json::{Map, Value, json};
+
+use crate::scenario::model::{self, ACTIONS, CHECK_KINDS, MODIFIERS};
+use crate::scenario::plan::{CALL_KEYS, SCENARIO_KEYS};
+use crate::scenario::routine::{INPUT_KEYS, INPUT_TYPES, ROUTINE_KEYS};
+
+const TEMPLATE: &str = "A minijinja template rendered before the run: `{{ var }}` keeps the value's type.";
+
+fn defs() -> Value {
+    let mut step_props = Map::new();
+    for (k, doc) in ACTIONS.iter().chain(MODIFIERS.iter()) {
+        let schema = match *k {
+            "shell" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "command": {"type": "string"},
+                "exit": {"anyOf": [{"const": "any"}, {"type": "integer"}, {"type": "array", "items": {"type": "integer"}}], "description": "Exit codes that count as success (default 0), or `any`."}}, "required": ["command"]}]}),
+            "launch" => json!({"anyOf": [{"$ref": "#/$defs/command"}, {"type": "object", "additionalProperties": false, "properties": {
+                "command": {"$ref": "#/$defs/command"},
+                "process": {"type": "string", "description": "Process name to wait for (default: the program's base name)."},
+                "until": {"$ref": "#/$defs/check"},
+                "wait": {"$ref": "#/$defs/duration"}}, "required": ["command"]}]}),
+            "key" => json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}}]}),
+            "type" => json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
+                "text": {"type": ["string", "number"]}, "interval": {"$ref": "#/$defs/duration"}}, "required": ["text"]}]}),
+            "click" | "move" => json!({"$ref": "#/$defs/target"}),
+            "wait" | "timeout" => json!({"$ref": "#/$defs/duration"}),
+            "wait_for" | "verify" | "verify_not" => json!({"$ref": "#/$defs/checks"}),
+            "screenshot" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "name": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]}),
+            "routine" => json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"}),
+            "label" => json!({"type": "string"}),
+            "retries" => json!({"type": "integer", "minimum": 0, "maximum": 100}),
+            "with" => json!({"type": "object"}),
+            _ => json!({}),
+        };
+        let mut schema = schema;
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("description".into(), json!(doc));
+        }
+        step_props.insert(k.to_string(), schema);
+    }
+    let mut check_props = Map::new();
+    for (k, doc) in CHECK_KINDS {
+        let schema = match *k {
+            "ocr" => json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
+                "text": {"type": ["string", "number"]}, "regex": {"type": "string"}, "case_sensitive": {"type": "boolean"},
+                "region": {"$ref": "#/$defs/rect"}}}]}),
+            "ssim" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "reference": {"type": "string", "description": "Image under reference/<scenario>/<os>/ (or <family>/, or reference/)."},
+                "region": {"$ref": "#/$defs/rect"},
+                "mask": {"anyOf": [{"$ref": "#/$defs/rect"}, {"type": "array", "items": {"$ref": "#/$defs/rect"}}], "description": "Screen rectangles to ignore."},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["reference"]}]}),
+            _ => json!({}),
+        };
+        let mut schema = schema;
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("description".into(), json!(doc));
+        }
+        check_props.insert(k.to_string(), schema);
+    }
+    let mut defaults_props = Map::new();
+    for k in model::DEFAULTS_KEYS {
+        let s = if k.ends_with("threshold") {
+            json!({"type": "number", "minimum": 0, "maximum": 1})
+        } else if *k == "retries" {
+            json!({"type": "integer", "minimum": 0})
+        } else {
+            json!({"$ref": "#/$defs/duration"})
+        };
+        defaults_props.insert(k.to_string(), s);
+    }
+    let mut target_props = Map::new();
+    for k in model::TARGET_KEYS {
+        let s = match *k {
+            "x" | "y" => json!({"type": "integer", "minimum": 0}),
+            "at" => json!({"$ref": "#/$defs/point"}),
+            "text" => json!({"type": ["string", "number"], "description": "Text found by OCR; the click goes to its centre."}),
+            "regex" => json!({"type": "string"}),
+            "case_sensitive" | "double" => json!({"type": "boolean"}),
+            "image" => json!({"type": "string", "description": "An image found on screen by template match."}),
+            "threshold" => json!({"type": "number", "minimum": 0, "maximum": 1}),
+            "region" => json!({"$ref": "#/$defs/rect"}),
+            "offset" => json!({"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}),
+            "button" => json!({"enum": ["left", "middle", "right"]}),
+            _ => json!({}),
+        };
+        target_props.insert(k.to_string(), s);
+    }
+    json!({
+        "duration": {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": "^(\\d+(\\.\\d+)?(ms|s|m|h|sec|min)?)+$"}, {"$ref": "#/$defs/template"}],
+                     "description": "500ms, 2s, 1.5s, 1m30s, or a number of seconds."},
+        "template": {"type": "string", "pattern": "\\{\\{", "description": TEMPLATE},
+        "rect": {"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4, "maxItems": 4},
+                           {"type": "object", "additionalProperties": false, "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}, "w": {"type": "integer"}, "h": {"type": "integer"}}, "required": ["x", "y", "w", "h"]},
+                           {"$ref": "#/$defs/template"}], "description": "[x, y, width, height] in screen pixels."},
+        "point": {"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+                            {"type": "object", "additionalProperties": false, "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}, "required": ["x", "y"]},
+                            {"$ref": "#/$defs/template"}]},
+        "command": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": ["string", "number"]}, "minItems": 1}]},
+        "keyCombo": {"type": "string", "description": "ctrl+alt+t, shift+tab, F5, enter, a single character..."},
+        "target": {"anyOf": [{"$ref": "#/$defs/point"}, {"type": "string"}, {"type": "object", "additionalProperties": false, "properties": target_props}]},
+        "check": {"type": "object", "additionalProperties": false, "minProperties": 1, "maxProperties": 1, "properties": check_props},
+        "checks": {"anyOf": [{"$ref": "#/$defs/check"}, {"type": "array", "items": {"$ref": "#/$defs/check"}, "minItems": 1}]},
+        "step": {"type": "object", "additionalProperties": false, "minProperties": 1, "properties": step_props},
+        "steps": {"type": "array", "items": {"$ref": "#/$defs/step"}},
+        "defaults": {"type": "object", "additionalProperties": false, "properties": defaults_props},
+    })
+}
+
+/// The schema of scenario files.
+pub fn scenario() -> Value {
+    let mut props = Map::new();
+    for k in SCENARIO_KEYS {
+        let s = match *k {
+            "name" | "description" => json!({"type": "string"}),
+            "tags" => json!({"type": "array", "items": {"type": "string"}}),
+            "vars" => json!({"type": "object", "description": "Variables for templates; the inventory's vars and --var override them."}),
+            "defaults" => json!({"$ref": "#/$defs/defaults"}),
+            "steps" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
+            "cleanup" => json!({"$ref": "#/$defs/steps", "description": "Steps that always run at the end, pass or fail."}),
+            _ => json!({}),
+        };
+        props.insert(k.to_string(), s);
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://smoke.invalid/schema/scenario.json",
+        "title": "smoke scenario",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["steps"],
+        "properties": props,
+        "$defs": defs(),
+    })
+}
+
+/// The schema of routine files.
+pub fn routine() -> Value {
+    let mut props = Map::new();
+    for k in ROUTINE_KEYS {
+        let s = match *k {
+            "description" => json!({"type": "string"}),
+            "inputs" => json!({"type": "object", "additionalProperties": {
+                "type": "object", "additionalProperties": false,
+                "properties": INPUT_KEYS.iter().map(|k| (k.to_string(), match *k {
+                    "type" => json!({"enum": INPUT_TYPES}),
+                    "required" => json!({"type": "boolean"}),
+                    "description" => json!({"type": "string"}),
+                    _ => json!({}),
+                })).collect::<Map<String, Value>>()}}),
+            "steps" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
+            _ => json!({}),
+        };
+        props.insert(k.to_string(), s);
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://smoke.invalid/schema/routine.json",
+        "title": "smoke routine",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["steps"],
+        "properties": props,
+        "$defs": defs(),
+    })
+}
+
+/// Keys a routine call may have (documented in the step schema through `routine` and `with`).
+pub fn call_keys() -> &'static [&'static str] {
+    CALL_KEYS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Value) -> Vec<String> {
+        v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn schema_lists_exactly_the_keys_the_decoder_accepts() {
+        let s = scenario();
+        let step = &s["$defs"]["step"]["properties"];
+        let mut want: Vec<String> = model::step_keys().iter().map(|k| k.to_string()).collect();
+        want.sort();
+        let mut got = keys(step);
+        got.sort();
+        assert_eq!(got, want);
+        let mut top = keys(&s["properties"]);
+        top.sort();
+        let mut want_top: Vec<String> = SCENARIO_KEYS.iter().map(|k| k.to_string()).collect();
+        want_top.sort();
+        assert_eq!(top, want_top);
+        for k in model::TARGET_KEYS {
+            assert!(s["$defs"]["target"]["anyOf"][2]["properties"].get(*k).is_some_and(|v| v != &json!({})), "{k}");
+        }
+        for (k, _) in ACTIONS.iter().chain(MODIFIERS.iter()) {
+            assert!(step[*k].get("description").is_some(), "{k} lacks a description");
+        }
+        assert!(call_keys().iter().all(|k| step.get(*k).is_some()));
+        assert_eq!(keys(&routine()["properties"]).len(), ROUTINE_KEYS.len());
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what smoke needs on Debian 12 (idempotent; installs only what is missing):
+# a VNC desktop (TigerVNC Xvnc + openbox), the demo apps (galculator, xterm),
+# OCR (tesseract) and X tools used by the desktop backend and the tests.
+set -euo pipefail
+
+packages=(
+  tigervnc-standalone-server tigervnc-tools   # Xvnc, vncpasswd
+  openbox                                     # window manager of the local desktop
+  x11-utils                                   # xprop: window manager readiness
+  xdotool                                     # used by tests to inspect the desktop
+  xterm galculator                            # demo apps
+  ffmpeg                                      # tests grab screens with x11grab; recording benchmark
+  fonts-dejavu-core                           # a monospace TrueType font for xterm
+  tesseract-ocr tesseract-ocr-eng             # OCR
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found: install Rust 1.95 or newer with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+echo "setup: ok" >&2
