@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use recorder_support::{Activity, Desktop, LatestFrame, X11Grab};
 use smoke::frame::Frame;
 use smoke::recorder::{
-    FrameSource, GifPlayback, GifWriter, MotionFilter, Recorder, RecorderOptions, Thumbnail,
-    Thumbnailer, thread_cpu_time,
+    FrameSource, GifPlayback, GifWriter, MotionFilter, Recorder, RecorderOptions, Thumbnail, Thumbnailer,
+    thread_cpu_time,
 };
 
 type BenchResult<T> = Result<T, String>;
@@ -49,9 +49,8 @@ fn main() {
         return;
     }
     let options = parse_options(args.get(1..).unwrap_or(&[]));
-    let frames_dir = PathBuf::from(
-        options.get("frames").or(options.get("out")).cloned().unwrap_or_else(default_frames_dir),
-    );
+    let frames_dir =
+        PathBuf::from(options.get("frames").or(options.get("out")).cloned().unwrap_or_else(default_frames_dir));
     let result = match mode.as_str() {
         "capture" => capture(&frames_dir, number(&options, "seconds", 60.0)),
         "compare" => compare(&frames_dir),
@@ -176,11 +175,8 @@ fn children_cpu() -> Duration {
 fn run_measured(command: &mut Command) -> BenchResult<(Duration, Duration)> {
     let cpu_before = children_cpu();
     let started = Instant::now();
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| format!("{command:?}: {e}"))?;
+    let status =
+        command.stdin(Stdio::null()).stdout(Stdio::null()).status().map_err(|e| format!("{command:?}: {e}"))?;
     if !status.success() {
         return Err(format!("{command:?}: {status}"));
     }
@@ -302,20 +298,33 @@ fn compare(dir: &Path) -> BenchResult<()> {
     }
 
     println!("\n## Recording comparison: {} captured frames, {:.1} s", frames.len(), end.as_secs_f64());
-    println!("kept by the motion filter: {} of {} ({:.0}%)", kept.len(), frames.len(), 100.0 * kept.len() as f64 / frames.len() as f64);
-    println!("motion filter: {:.2} ms CPU per 720p frame ({:.0} ms total)", ms(filter_cpu) / frames.len() as f64, ms(filter_cpu));
-    println!("PNG decoding (not counted for us): {:.0} ms for all frames; ffmpeg decoding the kept PNGs once: {:.0} ms (each ffmpeg pass includes this)", ms(decode_cpu), ms(ffmpeg_decode_cpu));
+    println!(
+        "kept by the motion filter: {} of {} ({:.0}%)",
+        kept.len(),
+        frames.len(),
+        100.0 * kept.len() as f64 / frames.len() as f64
+    );
+    println!(
+        "motion filter: {:.2} ms CPU per 720p frame ({:.0} ms total)",
+        ms(filter_cpu) / frames.len() as f64,
+        ms(filter_cpu)
+    );
+    println!(
+        "PNG decoding (not counted for us): {:.0} ms for all frames; ffmpeg decoding the kept PNGs once: {:.0} ms (each ffmpeg pass includes this)",
+        ms(decode_cpu),
+        ms(ffmpeg_decode_cpu)
+    );
     println!();
     println!("| encoder | GIF bytes | images | GIF play time | encode CPU | size vs ours | CPU vs ours |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     println!(
         "| ours (fixed palette, transparency, crop) | {} | {} | {:.2} s | {:.0} ms | 1.00x | 1.00x |",
-        ours_bytes, ours_info.images, ours_info.total_cs as f64 / 100.0, ms(encode_cpu)
+        ours_bytes,
+        ours_info.images,
+        ours_info.total_cs as f64 / 100.0,
+        ms(encode_cpu)
     );
-    println!(
-        "| ours incl. motion filter | | | | {:.0} ms | | |",
-        ms(encode_cpu + filter_cpu)
-    );
+    println!("| ours incl. motion filter | | | | {:.0} ms | | |", ms(encode_cpu + filter_cpu));
     for (name, bytes, cpu, wall, info) in &rows {
         println!(
             "| {name} (2 passes, wall {:.1} s) | {bytes} | {} | {:.2} s | {:.0} ms | {:.2}x | {:.2}x |",
@@ -327,7 +336,10 @@ fn compare(dir: &Path) -> BenchResult<()> {
             ms(*cpu) / ms(encode_cpu),
         );
     }
-    println!("\n(ffmpeg CPU = user+sys of the child processes; ours = CPU of the encoding thread; outputs in {})", work.display());
+    println!(
+        "\n(ffmpeg CPU = user+sys of the child processes; ours = CPU of the encoding thread; outputs in {})",
+        work.display()
+    );
     Ok(())
 }
 
@@ -352,7 +364,9 @@ fn synthetic_frame(width: u32, height: u32, seed: u32) -> Frame {
 
 fn filter_cost() -> BenchResult<()> {
     println!("\n## Motion filter cost (release build, one thread)");
-    println!("| frame | thumbnail wall (min / median) | thumbnail CPU (mean) | max-abs-diff | filter.consider wall (mean) |");
+    println!(
+        "| frame | thumbnail wall (min / median) | thumbnail CPU (mean) | max-abs-diff | filter.consider wall (mean) |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for &(w, h) in &[(1920u32, 1080u32), (1280, 720), (3840, 2160)] {
         let a = synthetic_frame(w, h, 1);
@@ -407,8 +421,7 @@ fn status_kib(field: &str) -> u64 {
     let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     text.lines()
         .find_map(|line| {
-            line.strip_prefix(field)
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            line.strip_prefix(field).and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
 }
@@ -462,10 +475,8 @@ fn rss(dir: &Path, minutes: f64, speed: f64) -> BenchResult<()> {
     let path = dir.join("compare").join("rss.gif");
     std::fs::create_dir_all(dir.join("compare")).map_err(|e| e.to_string())?;
     let stats = runtime.block_on(async {
-        let options = RecorderOptions {
-            interval: Duration::from_millis(100).div_f64(speed),
-            ..RecorderOptions::default()
-        };
+        let options =
+            RecorderOptions { interval: Duration::from_millis(100).div_f64(speed), ..RecorderOptions::default() };
         let recorder = Recorder::start(source.clone() as Arc<dyn FrameSource>, path.clone(), options)
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
@@ -499,7 +510,11 @@ fn rss(dir: &Path, minutes: f64, speed: f64) -> BenchResult<()> {
         stats.encode_cpu.as_secs_f64(),
         stats.filter_cpu.as_secs_f64()
     );
-    println!("PEAK RSS (VmHWM) of the process: {} KiB ({:.1} MiB)", status_kib("VmHWM:"), status_kib("VmHWM:") as f64 / 1024.0);
+    println!(
+        "PEAK RSS (VmHWM) of the process: {} KiB ({:.1} MiB)",
+        status_kib("VmHWM:"),
+        status_kib("VmHWM:") as f64 / 1024.0
+    );
     let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
     let mut playback = GifPlayback::open(&bytes[..]).map_err(|e| e.to_string())?;
     let mut images = 0u64;

@@ -27,7 +27,10 @@ impl Console {
     pub fn new(verbosity: Verbosity) -> Console {
         let bar = if std::io::stderr().is_terminal() && verbosity > Verbosity::Quiet {
             let b = ProgressBar::new_spinner();
-            b.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             b.enable_steady_tick(Duration::from_millis(120));
             b
         } else {
@@ -63,28 +66,31 @@ impl EventSink for Console {
                 self.bar.set_message(format!("[{step}/{}] {label}{retry}", self.total));
                 self.bar.reset_elapsed();
             }
-            Event::Check { passed, check, score, text, polls, elapsed_ms, note, .. } => {
-                if v >= Verbosity::Verbose || !passed {
-                    let mark = if *passed { "ok  " } else { "FAIL" };
-                    let mut s = format!("      {mark} {check} ({polls} polls, {:.1}s)", *elapsed_ms as f64 / 1000.0);
-                    if let Some(sc) = score {
-                        s.push_str(&format!(" score {sc:.4}"));
-                    }
-                    if let Some(n) = note {
-                        s.push_str(&format!(" [{n}]"));
-                    }
-                    if let (false, Some(t)) = (passed, text) {
-                        let t: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
-                        let t: String = t.chars().take(160).collect();
-                        s.push_str(&format!("\n           read: {t}"));
-                    }
-                    self.line(s);
+            Event::Check { passed, check, score, text, polls, elapsed_ms, note, .. }
+                if (v >= Verbosity::Verbose || !passed) =>
+            {
+                let mark = if *passed { "ok  " } else { "FAIL" };
+                let mut s = format!("      {mark} {check} ({polls} polls, {:.1}s)", *elapsed_ms as f64 / 1000.0);
+                if let Some(sc) = score {
+                    s.push_str(&format!(" score {sc:.4}"));
                 }
+                if let Some(n) = note {
+                    s.push_str(&format!(" [{n}]"));
+                }
+                if let (false, Some(t)) = (passed, text) {
+                    let t: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
+                    let t: String = t.chars().take(160).collect();
+                    s.push_str(&format!("\n           read: {t}"));
+                }
+                self.line(s);
             }
             Event::Shell { command, exit_code, stderr, .. } if v >= Verbosity::Verbose => {
                 let first = command.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
                 let more = if command.trim().lines().count() > 1 { " …" } else { "" };
-                self.line(format!("      $ {first}{more} -> exit {}", exit_code.map_or("none (killed)".into(), |c| c.to_string())));
+                self.line(format!(
+                    "      $ {first}{more} -> exit {}",
+                    exit_code.map_or("none (killed)".into(), |c| c.to_string())
+                ));
                 if !stderr.trim().is_empty() {
                     self.line(format!("        stderr: {}", stderr.trim()));
                 }

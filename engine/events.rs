@@ -314,7 +314,13 @@ mod tests {
         let log = EventLog::new(store.redactor());
         let path = dir.path().join("events.jsonl");
         log.add_sink(Box::new(JsonlSink::create(&path).unwrap()));
-        log.emit(Event::Input { step: 1, action: "type".into(), detail: "typed s3cr3t-pw!".into(), at: None, events: Some(9) });
+        log.emit(Event::Input {
+            step: 1,
+            action: "type".into(),
+            detail: "typed s3cr3t-pw!".into(),
+            at: None,
+            events: Some(9),
+        });
         log.emit(Event::Warning { message: "plain".into() });
         // flushed per line: readable before the log is dropped
         let text = std::fs::read_to_string(&path).unwrap();

@@ -121,10 +121,7 @@ impl Frame {
 
     /// Luma (ITU-R BT.601, as PIL's `convert("L")` computes it), one byte per pixel.
     pub fn to_luma(&self) -> Vec<u8> {
-        self.pixels
-            .chunks_exact(4)
-            .map(|p| luma(p[0], p[1], p[2]))
-            .collect()
+        self.pixels.chunks_exact(4).map(|p| luma(p[0], p[1], p[2])).collect()
     }
 
     /// Packed RGB bytes (3 per pixel).
@@ -139,10 +136,7 @@ impl Frame {
     /// Encode as an RGB PNG into memory.
     pub fn to_png(&self) -> Result<Vec<u8>, FrameError> {
         let mut out = Vec::new();
-        self.write_png(&mut out).map_err(|message| FrameError::Encode {
-            path: "<memory>".into(),
-            message,
-        })?;
+        self.write_png(&mut out).map_err(|message| FrameError::Encode { path: "<memory>".into(), message })?;
         Ok(out)
     }
 
@@ -159,8 +153,7 @@ impl Frame {
     /// Write an RGB PNG file.
     pub fn save_png(&self, path: &Path) -> Result<(), FrameError> {
         let display = path.display().to_string();
-        let file = std::fs::File::create(path)
-            .map_err(|source| FrameError::Io { path: display.clone(), source })?;
+        let file = std::fs::File::create(path).map_err(|source| FrameError::Io { path: display.clone(), source })?;
         let w = std::io::BufWriter::new(file);
         self.write_png(w).map_err(|message| FrameError::Encode { path: display, message })
     }
@@ -168,8 +161,7 @@ impl Frame {
     /// Read a PNG file of any colour type (grayscale, RGB, RGBA, palette; 8 or 16 bit).
     pub fn load_png(path: &Path) -> Result<Frame, FrameError> {
         let display = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|source| FrameError::Io { path: display.clone(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| FrameError::Io { path: display.clone(), source })?;
         Frame::decode_png(&bytes).map_err(|message| FrameError::Decode { path: display, message })
     }
 
@@ -178,9 +170,7 @@ impl Frame {
         let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
         decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
         let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-        let size = reader
-            .output_buffer_size()
-            .ok_or_else(|| "image too large".to_string())?;
+        let size = reader.output_buffer_size().ok_or_else(|| "image too large".to_string())?;
         let mut buf = vec![0; size];
         let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
         let (w, h) = (info.width, info.height);

@@ -70,10 +70,7 @@ impl Rect {
 
     /// True when `other` lies entirely inside `self`.
     pub const fn contains_rect(&self, other: &Rect) -> bool {
-        other.x >= self.x
-            && other.y >= self.y
-            && other.right() <= self.right()
-            && other.bottom() <= self.bottom()
+        other.x >= self.x && other.y >= self.y && other.right() <= self.right() && other.bottom() <= self.bottom()
     }
 
     /// The overlap of two rectangles, or `None` when they do not overlap.

@@ -100,13 +100,18 @@ pub struct VncServer {
 }
 
 pub const TOP_KEYS: &[&str] = &["default", "targets"];
-pub const TARGET_KEYS: &[&str] = &["backend", "family", "desktop", "vars", "secrets", "screen", "depth", "window_manager", "home", "xvnc", "vnc"];
+pub const TARGET_KEYS: &[&str] =
+    &["backend", "family", "desktop", "vars", "secrets", "screen", "depth", "window_manager", "home", "xvnc", "vnc"];
 pub const BACKENDS: &[&str] = &["local-desktop", "vnc"];
 pub const FAMILIES: &[&str] = &["linux", "windows", "macos", "other"];
 
 impl Inventory {
     /// Find and load the inventory for a project.
-    pub fn locate(explicit: Option<&Path>, project_root: Option<&Path>, sources: &mut SourceMap) -> Result<Inventory, Diagnostics> {
+    pub fn locate(
+        explicit: Option<&Path>,
+        project_root: Option<&Path>,
+        sources: &mut SourceMap,
+    ) -> Result<Inventory, Diagnostics> {
         let from_env = std::env::var_os("SMOKE_INVENTORY").map(PathBuf::from);
         let file = explicit
             .map(Path::to_path_buf)
@@ -166,13 +171,17 @@ fn decode_inventory(name: &str, root: &Node, diags: &mut Diagnostics) -> Option<
                     }
                 }
             }
-            None => diags.push(Diagnostic::new(&t.span, format!("targets must be a map of OS name to target, found {}", t.kind()))),
+            None => diags.push(Diagnostic::new(
+                &t.span,
+                format!("targets must be a map of OS name to target, found {}", t.kind()),
+            )),
         }
     }
-    if let (Some(d), Some(node)) = (&default, m.get("default")) {
-        if diags.is_empty() && !targets.iter().any(|t| &t.name == d) {
-            diags.push(Diagnostic::new(&node.span, format!("default target '{d}' is not defined under targets")));
-        }
+    if let (Some(d), Some(node)) = (&default, m.get("default"))
+        && diags.is_empty()
+        && !targets.iter().any(|t| &t.name == d)
+    {
+        diags.push(Diagnostic::new(&node.span, format!("default target '{d}' is not defined under targets")));
     }
     Some(Inventory { source: name.to_string(), default, targets })
 }
@@ -197,7 +206,10 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
         Some(n) => {
             let f = decode::string(n, "family", diags).unwrap_or_default();
             if !FAMILIES.contains(&f.as_str()) {
-                diags.push(Diagnostic::new(&n.span, format!("unknown OS family '{f}'")).with_help(format!("families: {}", FAMILIES.join(", "))));
+                diags.push(
+                    Diagnostic::new(&n.span, format!("unknown OS family '{f}'"))
+                        .with_help(format!("families: {}", FAMILIES.join(", "))),
+                );
             }
             f
         }
@@ -240,7 +252,10 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
             _ => false,
         };
         if misplaced {
-            diags.push(Diagnostic::new(&e.key_span, format!("'{}' does not apply to the {} backend", e.key, backend_name.as_deref().unwrap_or(""))));
+            diags.push(Diagnostic::new(
+                &e.key_span,
+                format!("'{}' does not apply to the {} backend", e.key, backend_name.as_deref().unwrap_or("")),
+            ));
         }
     }
     if diags.len() > before {
@@ -349,8 +364,12 @@ mod tests {
     fn errors_point_into_the_inventory() {
         let text = b"default: lab\ntargets:\n  lab:\n    backend: vnk\n    famly: linux\n";
         let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
-        let msgs: Vec<String> = d.items.iter().map(|d| format!("{}:{} {} {:?}", d.span.line, d.span.col, d.message, d.help)).collect();
-        assert!(msgs.iter().any(|m| m.starts_with("4:14 unknown backend 'vnk'") && m.contains("did you mean 'vnc'")), "{msgs:?}");
+        let msgs: Vec<String> =
+            d.items.iter().map(|d| format!("{}:{} {} {:?}", d.span.line, d.span.col, d.message, d.help)).collect();
+        assert!(
+            msgs.iter().any(|m| m.starts_with("4:14 unknown backend 'vnk'") && m.contains("did you mean 'vnc'")),
+            "{msgs:?}"
+        );
         assert!(msgs.iter().any(|m| m.starts_with("5:5 unknown key 'famly'") && m.contains("family")), "{msgs:?}");
     }
 

@@ -105,8 +105,13 @@ fn main() -> ExitCode {
         (_, 0) | (_, 1) => "warn",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMOKE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMOKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let verbosity = match (cli.quiet, cli.verbose) {
         (true, _) => Verbosity::Quiet,
         (_, 0) => Verbosity::Normal,
@@ -129,8 +134,19 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 Some(UpdateMode::Missing) => UpdateReferences::Missing,
                 Some(UpdateMode::All) => UpdateReferences::All,
             };
-            let req = RunRequest { scenario, os, vars, inventory, results_root: results, update_references: update, verbosity };
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+            let req = RunRequest {
+                scenario,
+                os,
+                vars,
+                inventory,
+                results_root: results,
+                update_references: update,
+                verbosity,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             let report = rt.block_on(async {
                 let (tx, rx) = watch::channel(Cancel::Run);
                 tokio::spawn(watch_signals(tx));
@@ -144,7 +160,9 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             }
             Ok(report.verdict.exit_code() as u8)
         }
-        Command::Validate { files, os, vars, inventory, plan } => validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan),
+        Command::Validate { files, os, vars, inventory, plan } => {
+            validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan)
+        }
         Command::Targets { inventory, json } => targets(inventory.as_deref(), json),
         Command::Schema { kind } => {
             let s = match kind {
@@ -183,7 +201,13 @@ async fn watch_signals(tx: watch::Sender<Cancel>) {
     }
 }
 
-fn validate(files: &[PathBuf], os: Option<&str>, vars: &[String], inventory: Option<&Path>, show_plan: bool) -> anyhow::Result<u8> {
+fn validate(
+    files: &[PathBuf],
+    os: Option<&str>,
+    vars: &[String],
+    inventory: Option<&Path>,
+    show_plan: bool,
+) -> anyhow::Result<u8> {
     let mut bad_files = 0;
     let mut errors = 0;
     for file in files {
@@ -221,7 +245,13 @@ fn validate(files: &[PathBuf], os: Option<&str>, vars: &[String], inventory: Opt
         } else {
             match run::prepare(file, os, vars, inventory, UpdateReferences::None) {
                 Ok(p) => {
-                    let mut s = format!("ok: {} ({} steps, {} cleanup, on {})", smoke::project::display_path(file), p.plan.steps.len(), p.plan.cleanup.len(), p.target.name);
+                    let mut s = format!(
+                        "ok: {} ({} steps, {} cleanup, on {})",
+                        smoke::project::display_path(file),
+                        p.plan.steps.len(),
+                        p.plan.cleanup.len(),
+                        p.target.name
+                    );
                     if show_plan {
                         s.push('\n');
                         s.push_str(&p.plan.describe());
@@ -283,7 +313,8 @@ fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
     println!("inventory: {}", inv.source);
     println!("{:<16} {:<14} {:<8} {:<10} capabilities", "target", "backend", "family", "desktop");
     for t in &inv.targets {
-        let name = if inv.default.as_deref() == Some(t.name.as_str()) { format!("{} *", t.name) } else { t.name.clone() };
+        let name =
+            if inv.default.as_deref() == Some(t.name.as_str()) { format!("{} *", t.name) } else { t.name.clone() };
         println!(
             "{:<16} {:<14} {:<8} {:<10} {}",
             name,

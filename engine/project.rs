@@ -55,10 +55,10 @@ pub fn absolute(p: &Path) -> PathBuf {
 /// How a path is shown to users: relative to the current directory when below it.
 pub fn display_path(p: &Path) -> String {
     let abs = absolute(p);
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = abs.strip_prefix(&cwd) {
-            return rel.display().to_string();
-        }
+    if let Ok(cwd) = std::env::current_dir()
+        && let Ok(rel) = abs.strip_prefix(&cwd)
+    {
+        return rel.display().to_string();
     }
     p.display().to_string()
 }

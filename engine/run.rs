@@ -22,7 +22,7 @@ use crate::recorder::{FrameSource, Recorder, RecorderOptions};
 use crate::results::{ResultsDir, junit, summary};
 use crate::rfb::{ConnectOptions, VncClient};
 use crate::runner::screen::Screen;
-use crate::runner::{Cancel, Runner};
+use crate::runner::{Cancel, Runner, RunnerParts};
 use crate::scenario::diagnostic::{Diagnostic, Diagnostics};
 use crate::scenario::node::{Node, Value};
 use crate::scenario::plan::{self, Plan, PlanOptions, TargetInfo, UpdateReferences};
@@ -61,7 +61,13 @@ pub struct Prepared {
 }
 
 /// Load inventory, target and plan; all mistakes at once.
-pub fn prepare(scenario: &Path, os: Option<&str>, vars: &[String], inventory: Option<&Path>, update: UpdateReferences) -> Result<Prepared, (Diagnostics, SourceMap)> {
+pub fn prepare(
+    scenario: &Path,
+    os: Option<&str>,
+    vars: &[String],
+    inventory: Option<&Path>,
+    update: UpdateReferences,
+) -> Result<Prepared, (Diagnostics, SourceMap)> {
     let mut sources = SourceMap::new();
     let project = Project::of_file(scenario);
     let inv = Inventory::locate(inventory, Some(&project.root), &mut sources).map_err(|d| (d, sources.clone()))?;
@@ -78,7 +84,8 @@ pub fn prepare(scenario: &Path, os: Option<&str>, vars: &[String], inventory: Op
         return Err((diags, sources));
     }
     let secrets = SecretStore::new(target.secrets.clone());
-    let opts = PlanOptions { target: target_info(&target), overrides, update_references: update, secrets: secrets.clone() };
+    let opts =
+        PlanOptions { target: target_info(&target), overrides, update_references: update, secrets: secrets.clone() };
     let plan = plan::load(scenario, &opts, &mut sources).map_err(|d| (d, sources.clone()))?;
     Ok(Prepared { plan, target, secrets, sources })
 }
@@ -105,7 +112,10 @@ fn one(span: Span, m: String) -> Diagnostics {
 pub fn parse_var(s: &str) -> Result<(String, Node), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("--var takes NAME=VALUE, got '{s}'"))?;
     let k = k.trim();
-    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || k.starts_with(|c: char| c.is_ascii_digit()) {
+    if k.is_empty()
+        || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || k.starts_with(|c: char| c.is_ascii_digit())
+    {
         return Err(format!("'{k}' is not a variable name (letters, digits, '_')"));
     }
     let span = Span::command_line(&format!("--var {k}"));
@@ -118,12 +128,17 @@ pub fn parse_var(s: &str) -> Result<(String, Node), String> {
 
 /// Run a scenario. Never panics on bad input; returns the verdict.
 pub async fn run(req: RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport {
-    let prepared = match prepare(&req.scenario, req.os.as_deref(), &req.vars, req.inventory.as_deref(), req.update_references) {
-        Ok(p) => p,
-        Err((d, sources)) => {
-            return RunReport { verdict: Verdict::Invalid, results: None, message: Some(d.sorted().render(&sources)) };
-        }
-    };
+    let prepared =
+        match prepare(&req.scenario, req.os.as_deref(), &req.vars, req.inventory.as_deref(), req.update_references) {
+            Ok(p) => p,
+            Err((d, sources)) => {
+                return RunReport {
+                    verdict: Verdict::Invalid,
+                    results: None,
+                    message: Some(d.sorted().render(&sources)),
+                };
+            }
+        };
     run_prepared(prepared, &req, cancel).await
 }
 
@@ -193,10 +208,17 @@ pub fn write_reports(results: &ResultsDir, events: &EventLog) {
 }
 
 /// Start the machine, connect, record, run, and always tear down.
-async fn execute(p: &Prepared, results: &ResultsDir, events: &EventLog, req: &RunRequest, cancel: watch::Receiver<Cancel>) -> Result<crate::runner::RunResult, String> {
+async fn execute(
+    p: &Prepared,
+    results: &ResultsDir,
+    events: &EventLog,
+    req: &RunRequest,
+    cancel: watch::Receiver<Cancel>,
+) -> Result<crate::runner::RunResult, String> {
     let setup = Instant::now();
     let ctx = StartContext { logs: results.logs(), cwd: p.plan.project.root.clone(), secrets: p.secrets.clone() };
-    let mut machine = Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
+    let mut machine =
+        Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
     let outcome = async {
         let client = connect(&machine).await?;
         let (w, h) = client.size();
@@ -207,12 +229,22 @@ async fn execute(p: &Prepared, results: &ResultsDir, events: &EventLog, req: &Ru
             vnc: machine.vnc().endpoint.to_string(),
             setup_ms: setup.elapsed().as_millis() as u64,
         });
-        let recorder = Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
-            .map_err(|e| format!("starting the recording: {e}"))?;
+        let recorder =
+            Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
+                .map_err(|e| format!("starting the recording: {e}"))?;
         let screen = Screen::new(client.clone(), events.clone());
         let commands = machine.commands();
         let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());
-        let mut runner = Runner::new(&p.plan, screen, commands, events.clone(), results, req.update_references, cancel, Some(frame_index));
+        let mut runner = Runner::new(RunnerParts {
+            plan: &p.plan,
+            screen,
+            commands,
+            events: events.clone(),
+            results,
+            update: req.update_references,
+            cancel,
+            frame_index: Some(frame_index),
+        });
         let result = runner.run().await;
         for r in runner.created_references() {
             events.emit(Event::Warning { message: format!("reference image written: {}", display_path(r)) });
@@ -241,7 +273,8 @@ async fn execute(p: &Prepared, results: &ResultsDir, events: &EventLog, req: &Ru
 /// Connect to the machine's VNC server, retrying while it comes up.
 async fn connect(machine: &Machine) -> Result<VncClient, String> {
     let access = machine.vnc();
-    let mut opts = ConnectOptions { password: access.password.clone(), timeout: Duration::from_secs(10), ..Default::default() };
+    let mut opts =
+        ConnectOptions { password: access.password.clone(), timeout: Duration::from_secs(10), ..Default::default() };
     if let Some(e) = &access.encodings {
         opts.encodings = e.clone();
     }
@@ -259,7 +292,12 @@ async fn connect(machine: &Machine) -> Result<VncClient, String> {
 }
 
 fn is_transient(e: &crate::rfb::RfbError) -> bool {
-    matches!(e, crate::rfb::RfbError::Io { .. } | crate::rfb::RfbError::Disconnected { .. } | crate::rfb::RfbError::Timeout { .. })
+    matches!(
+        e,
+        crate::rfb::RfbError::Io { .. }
+            | crate::rfb::RfbError::Disconnected { .. }
+            | crate::rfb::RfbError::Timeout { .. }
+    )
 }
 
 /// The VNC client as the recorder's frame source.

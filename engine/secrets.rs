@@ -44,20 +44,14 @@ impl SecretStore {
 
     /// The environment variable used for a secret that has no explicit source.
     pub fn default_env_var(name: &str) -> String {
-        let upper: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
-            .collect();
+        let upper: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
         format!("SMOKE_SECRET_{upper}")
     }
 
     /// Read a secret. The value is remembered for redaction.
     pub fn get(&self, name: &str) -> Result<String, SecretError> {
-        let source = self
-            .sources
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| SecretSource::Env(Self::default_env_var(name)));
+        let source = self.sources.get(name).cloned().unwrap_or_else(|| SecretSource::Env(Self::default_env_var(name)));
         self.read(name, &source)
     }
 
@@ -65,10 +59,9 @@ impl SecretStore {
     /// value is remembered for redaction.
     pub fn read(&self, name: &str, source: &SecretSource) -> Result<String, SecretError> {
         let value = match source {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::MissingEnv {
-                name: name.to_string(),
-                var: var.clone(),
-            })?,
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| SecretError::MissingEnv { name: name.to_string(), var: var.clone() })?
+            }
             SecretSource::File(path) => std::fs::read_to_string(path)
                 .map_err(|source| SecretError::File {
                     name: name.to_string(),
@@ -90,10 +83,10 @@ impl SecretStore {
         if value.is_empty() {
             return;
         }
-        if let Ok(mut r) = self.revealed.lock() {
-            if !r.iter().any(|v| v == value) {
-                r.push(value.to_string());
-            }
+        if let Ok(mut r) = self.revealed.lock()
+            && !r.iter().any(|v| v == value)
+        {
+            r.push(value.to_string());
         }
     }
 

@@ -49,7 +49,11 @@ fn run_with_an_invalid_scenario_exits_2_and_runs_nothing() {
     let results = tempfile::tempdir().unwrap();
     let (out, run) = run(p.path(), "scenarios/bad.yaml", results.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("scenarios/bad.yaml:2:15: error: undefined variable 'nope'"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("scenarios/bad.yaml:2:15: error: undefined variable 'nope'"),
+        "{}",
+        text(&out)
+    );
     assert!(run.is_none());
     // unknown target and bad --var are invalid input too
     let (out, _) = run_cmd(&["run", "scenarios/calculator.yaml", "--os", "locl"]);
@@ -83,7 +87,20 @@ fn schema_is_json_schema_with_every_step_kind() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema");
         let steps = v["$defs"]["step"]["properties"].as_object().unwrap();
-        for k in ["shell", "launch", "key", "type", "click", "move", "wait", "wait_for", "verify", "verify_not", "screenshot", "routine"] {
+        for k in [
+            "shell",
+            "launch",
+            "key",
+            "type",
+            "click",
+            "move",
+            "wait",
+            "wait_for",
+            "verify",
+            "verify_not",
+            "screenshot",
+            "routine",
+        ] {
             assert!(steps.contains_key(k), "{kind}: {k}");
         }
     }

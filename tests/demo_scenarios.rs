@@ -21,7 +21,10 @@ fn calculator_passes_with_ocr_click_ocr_and_ssim_checks() {
     assert!(st.iter().all(|(_, s)| s == "passed"), "{st:?}");
 
     // the expression was typed, the button found by OCR was clicked
-    assert!(ev.iter().any(|r| matches!(&r.event, Event::Input { action, detail, .. } if action == "type" && detail == "12*12=")));
+    assert!(
+        ev.iter()
+            .any(|r| matches!(&r.event, Event::Input { action, detail, .. } if action == "type" && detail == "12*12="))
+    );
     let click = ev.iter().find_map(|r| match &r.event {
         Event::Input { action, at: Some(at), .. } if action == "click" => Some(*at),
         _ => None,
@@ -82,7 +85,9 @@ fn terminal_receives_upper_case_and_shifted_symbols_exactly() {
     let ev = events(&run.unwrap());
     assert!(statuses(&ev).iter().all(|(_, s)| s == "passed"));
     // the byte-for-byte comparison ran and succeeded
-    let shell_ok = ev.iter().any(|r| matches!(&r.event, Event::Shell { command, exit_code: Some(0), .. } if command.contains("typed.txt")));
+    let shell_ok = ev
+        .iter()
+        .any(|r| matches!(&r.event, Event::Shell { command, exit_code: Some(0), .. } if command.contains("typed.txt")));
     assert!(shell_ok);
     // the OCR check saw the typed marker on screen
     assert!(ev.iter().any(|r| matches!(&r.event, Event::Check { kind, passed: true, text: Some(t), .. } if kind == "ocr" && t.contains("SMOKE_TEST"))));
@@ -105,14 +110,20 @@ fn a_check_that_must_fail_fails_with_its_evidence() {
     let failure = ev
         .iter()
         .find_map(|r| match &r.event {
-            Event::StepFinished { step: 5, failure_screenshot: Some(f), error: Some(e), .. } => Some((f.clone(), e.clone())),
+            Event::StepFinished { step: 5, failure_screenshot: Some(f), error: Some(e), .. } => {
+                Some((f.clone(), e.clone()))
+            }
             _ => None,
         })
         .expect("the failed step names its failing frame");
     assert!(run.join(&failure.0).is_file(), "{} exists", failure.0);
     assert!(failure.1.contains("did not hold"), "{}", failure.1);
     // the failed check recorded what OCR read
-    assert!(ev.iter().any(|r| matches!(&r.event, Event::Check { step: 5, passed: false, text: Some(t), .. } if t.contains("12"))));
+    assert!(
+        ev.iter().any(
+            |r| matches!(&r.event, Event::Check { step: 5, passed: false, text: Some(t), .. } if t.contains("12"))
+        )
+    );
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["verdict"], "failed");
     assert_eq!(summary["exit_code"], 1);

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use recorder_support::{Activity, ChildGuard, Desktop, LatestFrame, X11Grab};
-use smoke::recorder::{
-    DesktopPalette, FrameSource, GifPlayback, PlayedFrame, Recorder, RecorderOptions,
-};
+use smoke::recorder::{DesktopPalette, FrameSource, GifPlayback, PlayedFrame, Recorder, RecorderOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_a_real_desktop_session() {
@@ -32,8 +30,7 @@ async fn records_a_real_desktop_session() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("desktop.gif");
     let started = Instant::now();
-    let recorder = Recorder::start(source.clone(), path.clone(), RecorderOptions::default())
-        .expect("recorder");
+    let recorder = Recorder::start(source.clone(), path.clone(), RecorderOptions::default()).expect("recorder");
     let desktop = Arc::new(desktop);
     let activity = Arc::new(activity);
     let drive = |seconds: u64| {

@@ -9,8 +9,7 @@ use std::time::Duration;
 use smoke::frame::Frame;
 use smoke::geometry::Rect;
 use smoke::recorder::{
-    DesktopPalette, FrameChange, GifPlayback, GifWriter, PlayedFrame, TRANSPARENT_INDEX,
-    fit_to_canvas,
+    DesktopPalette, FrameChange, GifPlayback, GifWriter, PlayedFrame, TRANSPARENT_INDEX, fit_to_canvas,
 };
 
 /// Deterministic pseudo-random numbers (xorshift32).
@@ -46,14 +45,7 @@ struct Scene {
 
 impl Scene {
     fn new(width: u32, height: u32) -> Scene {
-        Scene {
-            width,
-            height,
-            window: Rect::new(40, 30, 300, 200),
-            typed: 0,
-            cursor: (400, 300),
-            photo_seed: 7,
-        }
+        Scene { width, height, window: Rect::new(40, 30, 300, 200), typed: 0, cursor: (400, 300), photo_seed: 7 }
     }
 
     fn render(&self) -> Frame {
@@ -219,8 +211,7 @@ fn round_trip_composites_to_the_quantized_input() {
     // Delays: the gap to the next changed frame (the identical push extends).
     let mut ends: Vec<u64> = times_ms[1..].to_vec();
     ends.push(2000);
-    let expected_delays: Vec<u16> =
-        times_ms.iter().zip(ends.iter()).map(|(a, b)| ((b - a) / 10) as u16).collect();
+    let expected_delays: Vec<u16> = times_ms.iter().zip(ends.iter()).map(|(a, b)| ((b - a) / 10) as u16).collect();
     let delays: Vec<u16> = played.iter().map(|p| p.delay_cs).collect();
     assert_eq!(delays, expected_delays);
     assert_eq!(delays[1], 20, "the identical push extends the second image");

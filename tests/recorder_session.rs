@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smoke::frame::Frame;
-use smoke::recorder::{
-    DesktopPalette, FrameSource, GifPlayback, Recorder, RecorderError, RecorderOptions,
-};
+use smoke::recorder::{DesktopPalette, FrameSource, GifPlayback, Recorder, RecorderError, RecorderOptions};
 
 /// A screen held in memory; `paint` changes it and bumps the update counter.
 struct MemoryScreen {
@@ -19,11 +17,7 @@ struct MemoryScreen {
 
 impl MemoryScreen {
     fn new(frame: Option<Frame>) -> Arc<MemoryScreen> {
-        Arc::new(MemoryScreen {
-            frame: Mutex::new(frame),
-            seq: AtomicU64::new(0),
-            snapshots: AtomicU64::new(0),
-        })
+        Arc::new(MemoryScreen { frame: Mutex::new(frame), seq: AtomicU64::new(0), snapshots: AtomicU64::new(0) })
     }
 
     fn paint(&self, x: u32, y: u32, rgb: [u8; 3]) {
@@ -64,8 +58,7 @@ async fn records_changes_skips_idle_ticks_and_keeps_the_last_frame() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("session.gif");
     let screen = MemoryScreen::new(Some(Frame::new(320, 240)));
-    let recorder =
-        Recorder::start(screen.clone(), path.clone(), options()).expect("recorder starts");
+    let recorder = Recorder::start(screen.clone(), path.clone(), options()).expect("recorder starts");
     assert_eq!(recorder.path(), path.as_path());
 
     tokio::time::sleep(Duration::from_millis(150)).await;

@@ -70,20 +70,12 @@ impl Peer {
 
     /// ClientInit (must be shared) and ServerInit.
     async fn init(&mut self, name: &str) {
-        assert_eq!(
-            self.read(1).await,
-            [1],
-            "ClientInit must ask for a shared session"
-        );
+        assert_eq!(self.read(1).await, [1], "ClientInit must ask for a shared session");
         let header = ServerInitHeader {
             width: WIDTH,
             height: HEIGHT,
             // The server's own format differs: the client must replace it.
-            pixel_format: PixelFormat {
-                red_shift: 16,
-                blue_shift: 0,
-                ..PixelFormat::RGBX
-            },
+            pixel_format: PixelFormat { red_shift: 16, blue_shift: 0, ..PixelFormat::RGBX },
             name_len: name.len() as u32,
         };
         self.send(&header.encode()).await;
@@ -105,13 +97,8 @@ impl Peer {
 
     /// The setup after ServerInit: SetPixelFormat, SetEncodings, first request.
     async fn expect_setup(&mut self) -> Vec<i32> {
-        assert_eq!(
-            self.next_message().await,
-            ClientMessage::SetPixelFormat(PixelFormat::RGBX)
-        );
-        let ClientMessage::SetEncodings(codes) = self.next_message().await else {
-            panic!("SetEncodings expected")
-        };
+        assert_eq!(self.next_message().await, ClientMessage::SetPixelFormat(PixelFormat::RGBX));
+        let ClientMessage::SetEncodings(codes) = self.next_message().await else { panic!("SetEncodings expected") };
         assert_eq!(self.next_non_incremental().await, (WIDTH, HEIGHT));
         codes
     }
@@ -119,13 +106,8 @@ impl Peer {
     /// Skip messages until a non-incremental update request; its size.
     async fn next_non_incremental(&mut self) -> (u16, u16) {
         loop {
-            if let ClientMessage::FramebufferUpdateRequest {
-                incremental: false,
-                x,
-                y,
-                width,
-                height,
-            } = self.next_message().await
+            if let ClientMessage::FramebufferUpdateRequest { incremental: false, x, y, width, height } =
+                self.next_message().await
             {
                 assert_eq!((x, y), (0, 0));
                 return (width, height);
@@ -160,12 +142,7 @@ fn raw_update(rects: &[(Rect, [u8; 3])]) -> Vec<u8> {
 }
 
 fn raw_rect(rect: Rect, rgb: [u8; 3]) -> Vec<u8> {
-    let mut b = RectHeader {
-        rect,
-        encoding: Encoding::Raw,
-    }
-    .encode()
-    .to_vec();
+    let mut b = RectHeader { rect, encoding: Encoding::Raw }.encode().to_vec();
     for _ in 0..rect.area() {
         b.extend_from_slice(&[rgb[0], rgb[1], rgb[2], 0]);
     }
@@ -186,11 +163,7 @@ where
     let port = listener.local_addr().unwrap().port();
     let task = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        script(Peer {
-            stream,
-            buf: Vec::new(),
-        })
-        .await;
+        script(Peer { stream, buf: Vec::new() }).await;
     });
     (Endpoint::tcp("127.0.0.1", port), task)
 }
@@ -204,10 +177,7 @@ fn opts(password: Option<&str>) -> ConnectOptions {
 }
 
 fn is_solid(frame: &smoke::frame::Frame, rgb: [u8; 3]) -> bool {
-    frame
-        .pixels()
-        .chunks_exact(4)
-        .all(|p| p == [rgb[0], rgb[1], rgb[2], 255])
+    frame.pixels().chunks_exact(4).all(|p| p == [rgb[0], rgb[1], rgb[2], 255])
 }
 
 /// Wait until the client's snapshot satisfies `pred`.
@@ -232,11 +202,7 @@ async fn handshake_3_3_none_then_first_update() {
         peer.send(&1u32.to_be_bytes()).await; // None, no SecurityResult in 3.3
         peer.init("fake 3.3").await;
         let codes = peer.expect_setup().await;
-        assert_eq!(
-            codes,
-            vec![16, 1, 0, -223],
-            "ZRLE first, DesktopSize included"
-        );
+        assert_eq!(codes, vec![16, 1, 0, -223], "ZRLE first, DesktopSize included");
         peer.send(&raw_update(&[(full(), [10, 20, 30])])).await;
         peer.next_message().await; // the next incremental request
     })
@@ -300,11 +266,7 @@ async fn vnc_auth_succeeds_on_every_version() {
             if version == ProtocolVersion::V3_3 {
                 peer.send(&2u32.to_be_bytes()).await;
             } else {
-                assert_eq!(
-                    peer.offer_security(&[1, 2]).await,
-                    2,
-                    "a password means VNC auth"
-                );
+                assert_eq!(peer.offer_security(&[1, 2]).await, 2, "a password means VNC auth");
             }
             assert!(peer.vnc_auth("s3cret").await, "wrong DES response");
             peer.send(&0u32.to_be_bytes()).await;
@@ -313,9 +275,7 @@ async fn vnc_auth_succeeds_on_every_version() {
             peer.first_frame().await;
         })
         .await;
-        let client = VncClient::connect(&endpoint, &opts(Some("s3cret")))
-            .await
-            .unwrap();
+        let client = VncClient::connect(&endpoint, &opts(Some("s3cret"))).await.unwrap();
         assert_eq!(client.server_info().security, SecurityType::VncAuth);
         assert_eq!(client.server_info().version, version);
         server.await.unwrap();
@@ -329,13 +289,10 @@ async fn auth_failure_carries_the_server_reason_on_3_8() {
         assert_eq!(peer.offer_security(&[2]).await, 2);
         assert!(!peer.vnc_auth("right").await);
         peer.send(&1u32.to_be_bytes()).await;
-        peer.send_string("Authentication failure: wrong password")
-            .await;
+        peer.send_string("Authentication failure: wrong password").await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(Some("wrong")))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(Some("wrong"))).await.unwrap_err();
     match err {
         RfbError::AuthFailed { reason } => {
             assert_eq!(reason, "Authentication failure: wrong password")
@@ -354,9 +311,7 @@ async fn auth_failure_on_3_7_has_no_reason_string() {
         peer.send(&1u32.to_be_bytes()).await; // then close, as 3.7 servers do
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(Some("wrong")))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(Some("wrong"))).await.unwrap_err();
     assert!(matches!(err, RfbError::AuthFailed { .. }), "{err}");
     server.await.unwrap();
 }
@@ -372,9 +327,7 @@ async fn only_unsupported_security_types() {
         assert!(rest.is_empty(), "client sent {rest:?}");
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(Some("pw")))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(Some("pw"))).await.unwrap_err();
     assert!(matches!(err, RfbError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("VeNCrypt"), "{err}");
     server.await.unwrap();
@@ -388,9 +341,7 @@ async fn vnc_auth_without_password_and_refusals() {
         peer.send(&[1, 2]).await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
     assert!(matches!(err, RfbError::AuthRequired), "{err}");
     server.await.unwrap();
 
@@ -401,9 +352,7 @@ async fn vnc_auth_without_password_and_refusals() {
         peer.send_string("Too many security failures").await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
     match err {
         RfbError::Refused { reason } => assert_eq!(reason, "Too many security failures"),
         other => panic!("{other}"),
@@ -417,13 +366,8 @@ async fn vnc_auth_without_password_and_refusals() {
         peer.send_string("go away").await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, RfbError::Refused { reason } if reason == "go away"),
-        "{err}"
-    );
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
+    assert!(matches!(&err, RfbError::Refused { reason } if reason == "go away"), "{err}");
     server.await.unwrap();
 }
 
@@ -433,9 +377,7 @@ async fn old_versions_garbage_and_silence() {
         peer.send(b"RFB 003.002\n").await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
     assert!(matches!(err, RfbError::Unsupported { .. }), "{err}");
     server.await.unwrap();
 
@@ -443,9 +385,7 @@ async fn old_versions_garbage_and_silence() {
         peer.send(b"SSH-2.0-Open").await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
     assert!(matches!(err, RfbError::Protocol { .. }), "{err}");
     server.await.unwrap();
 
@@ -468,18 +408,12 @@ async fn old_versions_garbage_and_silence() {
         peer.offer_security(&[1]).await;
         peer.send(&0u32.to_be_bytes()).await;
         peer.read(1).await;
-        let header = ServerInitHeader {
-            width: WIDTH,
-            height: HEIGHT,
-            pixel_format: PixelFormat::RGBX,
-            name_len: u32::MAX,
-        };
+        let header =
+            ServerInitHeader { width: WIDTH, height: HEIGHT, pixel_format: PixelFormat::RGBX, name_len: u32::MAX };
         peer.send(&header.encode()).await;
     })
     .await;
-    let err = VncClient::connect(&endpoint, &opts(None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&endpoint, &opts(None)).await.unwrap_err();
     assert!(matches!(err, RfbError::LimitExceeded { .. }), "{err}");
     server.await.unwrap();
 }
@@ -515,10 +449,7 @@ async fn capture_ignores_updates_that_began_before_the_request() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let frame = client.capture(Duration::from_secs(3)).await.unwrap();
-    assert!(
-        is_solid(&frame, [0, 0, 255]),
-        "capture returned the stale frame"
-    );
+    assert!(is_solid(&frame, [0, 0, 255]), "capture returned the stale frame");
     // The stale update was still applied to the live framebuffer in order
     // (after the first frame).
     assert_eq!(client.update_seq(), 3);
@@ -533,30 +464,20 @@ async fn capture_waits_for_an_answer_split_over_updates() {
         peer.accept_none().await;
         peer.next_non_incremental().await;
         let w = u32::from(WIDTH);
-        peer.send(&raw_update(&[(Rect::new(0, 0, w, 20), [0, 200, 0])]))
-            .await;
+        peer.send(&raw_update(&[(Rect::new(0, 0, w, 20), [0, 200, 0])])).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
-        peer.send(&raw_update(&[(Rect::new(0, 10, w, 30), [0, 200, 0])]))
-            .await;
+        peer.send(&raw_update(&[(Rect::new(0, 10, w, 30), [0, 200, 0])])).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
-        peer.send(&raw_update(&[(Rect::new(0, 40, w / 2, 8), [0, 200, 0])]))
-            .await;
+        peer.send(&raw_update(&[(Rect::new(0, 40, w / 2, 8), [0, 200, 0])])).await;
         tokio::time::sleep(Duration::from_millis(150)).await;
-        peer.send(&raw_update(&[(
-            Rect::new(w / 2, 40, w / 2, 8),
-            [0, 200, 0],
-        )]))
-        .await;
+        peer.send(&raw_update(&[(Rect::new(w / 2, 40, w / 2, 8), [0, 200, 0])])).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     })
     .await;
     let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
     let started = std::time::Instant::now();
     let frame = client.capture(Duration::from_secs(3)).await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(400),
-        "returned before the last part"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(400), "returned before the last part");
     assert!(is_solid(&frame, [0, 200, 0]));
     server.await.unwrap();
 }
@@ -566,24 +487,14 @@ async fn capture_times_out_with_coverage_in_the_error() {
     let (endpoint, server) = serve(|mut peer| async move {
         peer.accept_none().await;
         peer.next_non_incremental().await;
-        peer.send(&raw_update(&[(
-            Rect::new(0, 0, u32::from(WIDTH), 12),
-            [1, 2, 3],
-        )]))
-        .await;
+        peer.send(&raw_update(&[(Rect::new(0, 0, u32::from(WIDTH), 12), [1, 2, 3])])).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
     })
     .await;
     let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
-    let err = client
-        .capture(Duration::from_millis(400))
-        .await
-        .unwrap_err();
+    let err = client.capture(Duration::from_millis(400)).await.unwrap_err();
     assert!(matches!(err, RfbError::Timeout { .. }), "{err}");
-    assert!(
-        err.to_string().contains("25.0% of the 64x48 screen"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("25.0% of the 64x48 screen"), "{err}");
     assert!(client.is_connected());
     server.await.unwrap();
 }
@@ -598,18 +509,13 @@ async fn capture_across_a_desktop_size_change() {
         // Answer with a resize and only part of the new screen.
         let mut update = framebuffer_update_header(2).to_vec();
         update.extend_from_slice(
-            &RectHeader {
-                rect: Rect::new(0, 0, 100, 30),
-                encoding: Encoding::DesktopSize,
-            }
-            .encode(),
+            &RectHeader { rect: Rect::new(0, 0, 100, 30), encoding: Encoding::DesktopSize }.encode(),
         );
         update.extend_from_slice(&raw_rect(Rect::new(0, 0, 100, 10), [9, 9, 9]));
         peer.send(&update).await;
         // The client must ask for the whole new screen.
         assert_eq!(peer.next_non_incremental().await, (100, 30));
-        peer.send(&raw_update(&[(Rect::new(0, 0, 100, 30), [7, 8, 9])]))
-            .await;
+        peer.send(&raw_update(&[(Rect::new(0, 0, 100, 30), [7, 8, 9])])).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     })
     .await;
@@ -644,19 +550,9 @@ async fn other_server_messages_are_skipped_and_input_arrives() {
         assert_eq!(
             seen,
             vec![
-                ClientMessage::KeyEvent {
-                    down: true,
-                    keysym: 0xffe1
-                },
-                ClientMessage::KeyEvent {
-                    down: false,
-                    keysym: 0xffe1
-                },
-                ClientMessage::PointerEvent {
-                    buttons: 1,
-                    x: 12,
-                    y: 34
-                },
+                ClientMessage::KeyEvent { down: true, keysym: 0xffe1 },
+                ClientMessage::KeyEvent { down: false, keysym: 0xffe1 },
+                ClientMessage::PointerEvent { buttons: 1, x: 12, y: 34 },
                 ClientMessage::ClientCutText(b"caf\xe9".to_vec()),
             ]
         );
@@ -679,51 +575,26 @@ async fn hostile_updates_end_the_session_with_a_reason() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("ZRLE length", {
             let mut b = framebuffer_update_header(1).to_vec();
-            b.extend_from_slice(
-                &RectHeader {
-                    rect: full(),
-                    encoding: Encoding::Zrle,
-                }
-                .encode(),
-            );
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Zrle }.encode());
             b.extend_from_slice(&u32::MAX.to_be_bytes());
             b
         }),
         ("outside the 64x48 framebuffer", {
             let mut b = framebuffer_update_header(1).to_vec();
-            b.extend_from_slice(
-                &RectHeader {
-                    rect: Rect::new(60, 0, 10, 10),
-                    encoding: Encoding::Raw,
-                }
-                .encode(),
-            );
+            b.extend_from_slice(&RectHeader { rect: Rect::new(60, 0, 10, 10), encoding: Encoding::Raw }.encode());
             b
         }),
         ("encoding 7", {
             let mut b = framebuffer_update_header(1).to_vec();
-            b.extend_from_slice(
-                &RectHeader {
-                    rect: full(),
-                    encoding: Encoding::Other(7),
-                }
-                .encode(),
-            );
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Other(7) }.encode());
             b
         }),
         ("unknown message type 99", vec![99]),
-        (
-            "ServerCutText of 4294967295 bytes",
-            vec![3, 0, 0, 0, 255, 255, 255, 255],
-        ),
+        ("ServerCutText of 4294967295 bytes", vec![3, 0, 0, 0, 255, 255, 255, 255]),
         ("framebuffer of 65535x65535", {
             let mut b = framebuffer_update_header(1).to_vec();
             b.extend_from_slice(
-                &RectHeader {
-                    rect: Rect::new(0, 0, 65535, 65535),
-                    encoding: Encoding::DesktopSize,
-                }
-                .encode(),
+                &RectHeader { rect: Rect::new(0, 0, 65535, 65535), encoding: Encoding::DesktopSize }.encode(),
             );
             b
         }),
@@ -738,10 +609,8 @@ async fn hostile_updates_end_the_session_with_a_reason() {
         let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
         let mut updates = client.updates();
         // The update counter's sender goes away when the session ends.
-        let ended = tokio::time::timeout(Duration::from_secs(3), async {
-            while updates.changed().await.is_ok() {}
-        })
-        .await;
+        let ended =
+            tokio::time::timeout(Duration::from_secs(3), async { while updates.changed().await.is_ok() {} }).await;
         assert!(ended.is_ok(), "session did not end for {needle}");
         assert!(!client.is_connected());
         let err = client.key(0x61, true).await.unwrap_err();
@@ -789,10 +658,7 @@ async fn server_closing_fails_pending_captures_and_later_calls() {
     assert!(!other_handle.is_connected());
     let err = other_handle.key(0x61, true).await.unwrap_err();
     assert!(err.to_string().contains("closed by the client"), "{err}");
-    tokio::time::timeout(Duration::from_secs(3), server)
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), server).await.unwrap().unwrap();
 }
 
 /// A call dropped halfway (here: a 4 MB cut text under a 20 ms timeout while
@@ -813,13 +679,7 @@ async fn cancelled_calls_never_corrupt_the_stream() {
             }
         }
         assert_eq!(seen[0], ClientMessage::ClientCutText(expected.into_bytes()));
-        assert_eq!(
-            seen[1],
-            ClientMessage::KeyEvent {
-                down: true,
-                keysym: 0x61
-            }
-        );
+        assert_eq!(seen[1], ClientMessage::KeyEvent { down: true, keysym: 0x61 });
     })
     .await;
     let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
@@ -841,8 +701,7 @@ async fn connect_waits_for_the_first_frame() {
         peer.init("no frames").await;
         peer.expect_setup().await;
         // Only half the screen: not a complete first frame.
-        peer.send(&raw_update(&[(Rect::new(0, 0, 64, 24), [1, 1, 1])]))
-            .await;
+        peer.send(&raw_update(&[(Rect::new(0, 0, 64, 24), [1, 1, 1])])).await;
         tokio::time::sleep(Duration::from_millis(800)).await;
     })
     .await;
@@ -850,10 +709,7 @@ async fn connect_waits_for_the_first_frame() {
     o.timeout = Duration::from_millis(400);
     let err = VncClient::connect(&endpoint, &o).await.unwrap_err();
     assert!(matches!(err, RfbError::Timeout { .. }), "{err}");
-    assert!(
-        err.to_string().contains("first framebuffer update"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("first framebuffer update"), "{err}");
     server.await.unwrap();
 }
 
@@ -866,12 +722,8 @@ async fn concurrent_captures_take_turns() {
         for colour in [[1, 1, 1], [2, 2, 2], [3, 3, 3]] {
             peer.next_non_incremental().await;
             // No second full-screen request while this one is unanswered.
-            let early =
-                tokio::time::timeout(Duration::from_millis(150), peer.next_non_incremental()).await;
-            assert!(
-                early.is_err(),
-                "a second full-screen request arrived before the answer"
-            );
+            let early = tokio::time::timeout(Duration::from_millis(150), peer.next_non_incremental()).await;
+            assert!(early.is_err(), "a second full-screen request arrived before the answer");
             peer.send(&raw_update(&[(full(), colour)])).await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -883,10 +735,7 @@ async fn concurrent_captures_take_turns() {
         client.capture(Duration::from_secs(3)),
         client.capture(Duration::from_secs(3)),
     );
-    let mut colours: Vec<[u8; 3]> = [a, b, c]
-        .into_iter()
-        .map(|f| f.unwrap().rgb(0, 0))
-        .collect();
+    let mut colours: Vec<[u8; 3]> = [a, b, c].into_iter().map(|f| f.unwrap().rgb(0, 0)).collect();
     colours.sort();
     assert_eq!(colours, vec![[1, 1, 1], [2, 2, 2], [3, 3, 3]]);
     server.await.unwrap();

@@ -39,11 +39,7 @@ struct Desktop {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn terminate(child: &mut Child) {
@@ -83,30 +79,15 @@ impl Desktop {
             let log = std::fs::File::create(dir.path().join("xvnc.log")).unwrap();
             let mut cmd = Command::new("Xvnc");
             cmd.args(["-displayfd", &fd.to_string(), "-rfbport", &port.to_string()])
-                .args([
-                    "-localhost",
-                    "-geometry",
-                    "1280x720",
-                    "-depth",
-                    "24",
-                    "-AlwaysShared",
-                ])
-                .args([
-                    "-nolisten",
-                    "tcp",
-                    "-BlacklistThreshold",
-                    "1000000",
-                    "-desktop",
-                    "smoke rfb test",
-                ])
+                .args(["-localhost", "-geometry", "1280x720", "-depth", "24", "-AlwaysShared"])
+                .args(["-nolisten", "tcp", "-BlacklistThreshold", "1000000", "-desktop", "smoke rfb test"])
                 .arg("-rfbunixpath")
                 .arg(dir.path().join("rfb.sock"));
             match password {
                 Some(pw) => {
                     let file = dir.path().join("passwd");
                     std::fs::write(&file, vnc_password_file(pw)).unwrap();
-                    cmd.args(["-SecurityTypes", "VncAuth", "-PasswordFile"])
-                        .arg(&file);
+                    cmd.args(["-SecurityTypes", "VncAuth", "-PasswordFile"]).arg(&file);
                 }
                 None => {
                     cmd.args(["-SecurityTypes", "None"]);
@@ -123,9 +104,7 @@ impl Desktop {
                     Ok(())
                 });
             }
-            let xvnc = cmd
-                .spawn()
-                .expect("Xvnc (tigervnc-standalone-server) must be installed");
+            let xvnc = cmd.spawn().expect("Xvnc (tigervnc-standalone-server) must be installed");
             drop(writer);
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
@@ -133,28 +112,15 @@ impl Desktop {
                 let _ = std::io::BufReader::new(reader).read_line(&mut line);
                 let _ = tx.send(line);
             });
-            let mut desktop = Desktop {
-                xvnc,
-                display: 0,
-                port,
-                dir,
-                apps: Vec::new(),
-            };
-            match rx
-                .recv_timeout(Duration::from_secs(15))
-                .map(|l| l.trim().parse::<u32>())
-            {
+            let mut desktop = Desktop { xvnc, display: 0, port, dir, apps: Vec::new() };
+            match rx.recv_timeout(Duration::from_secs(15)).map(|l| l.trim().parse::<u32>()) {
                 Ok(Ok(display)) => {
                     desktop.display = display;
                     return desktop;
                 }
                 _ => {
-                    let log = std::fs::read_to_string(desktop.dir.path().join("xvnc.log"))
-                        .unwrap_or_default();
-                    eprintln!(
-                        "Xvnc did not start (retrying): {}",
-                        log.lines().last().unwrap_or("")
-                    );
+                    let log = std::fs::read_to_string(desktop.dir.path().join("xvnc.log")).unwrap_or_default();
+                    eprintln!("Xvnc did not start (retrying): {}", log.lines().last().unwrap_or(""));
                     drop(desktop);
                 }
             }
@@ -176,8 +142,7 @@ impl Desktop {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        cmd.env("DISPLAY", format!(":{}", self.display))
-            .stdin(Stdio::null());
+        cmd.env("DISPLAY", format!(":{}", self.display)).stdin(Stdio::null());
         cmd
     }
 
@@ -196,27 +161,13 @@ impl Desktop {
 
     /// Run xdotool to completion and return its stdout.
     fn xdotool(&self, args: &[&str]) -> String {
-        let out = self
-            .command("xdotool")
-            .args(args)
-            .output()
-            .expect("xdotool must be installed");
-        assert!(
-            out.status.success(),
-            "xdotool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.command("xdotool").args(args).output().expect("xdotool must be installed");
+        assert!(out.status.success(), "xdotool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Start an xterm titled `title` at `geometry` running `script`; its window id.
-    fn xterm(
-        &mut self,
-        title: &str,
-        geometry: &str,
-        colours: (&str, &str),
-        script: &str,
-    ) -> String {
+    fn xterm(&mut self, title: &str, geometry: &str, colours: (&str, &str), script: &str) -> String {
         self.spawn(
             "xterm",
             &[
@@ -238,17 +189,11 @@ impl Desktop {
                 script,
             ],
         );
-        self.xdotool(&[
-            "search",
-            "--sync",
-            "--onlyvisible",
-            "--name",
-            &format!("^{title}$"),
-        ])
-        .lines()
-        .next()
-        .unwrap()
-        .to_string()
+        self.xdotool(&["search", "--sync", "--onlyvisible", "--name", &format!("^{title}$")])
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
     }
 
     /// Window position and size from xdotool.
@@ -296,11 +241,7 @@ async fn still_frame(client: &VncClient) -> Frame {
 }
 
 fn count_colour(frame: &Frame, rgb: [u8; 3]) -> usize {
-    frame
-        .pixels()
-        .chunks_exact(4)
-        .filter(|p| p[..3] == rgb)
-        .count()
+    frame.pixels().chunks_exact(4).filter(|p| p[..3] == rgb).count()
 }
 
 /// Poll `f` until it returns Some, for up to `limit`.
@@ -322,12 +263,7 @@ fn busy_desktop() -> Desktop {
     let mut d = Desktop::start(None);
     let text = r#"printf '\033[31mred \033[32mgreen \033[34mblue \033[1;33mbold yellow \033[45;37m magenta bg \033[0m\n'; ls -la /usr/bin | head -30; printf '\033[?25l'; sleep 100000"#;
     d.xterm("colours", "90x30+10+10", ("#102030", "#e0e0e0"), text);
-    d.xterm(
-        "second",
-        "50x12+820+420",
-        ("#c03070", "#ffffff"),
-        "echo second window; printf '\\033[?25l'; sleep 100000",
-    );
+    d.xterm("second", "50x12+820+420", ("#c03070", "#ffffff"), "echo second window; printf '\\033[?25l'; sleep 100000");
     d.spawn("galculator", &[]);
     d
 }
@@ -335,11 +271,7 @@ fn busy_desktop() -> Desktop {
 /// Wait until galculator has a window.
 async fn wait_for_galculator(d: &Desktop) {
     let up = poll(Duration::from_secs(10), || {
-        let out = d
-            .command("xdotool")
-            .args(["search", "--name", "galculator"])
-            .output()
-            .ok()?;
+        let out = d.command("xdotool").args(["search", "--name", "galculator"]).output().ok()?;
         (out.status.success() && !out.stdout.is_empty()).then_some(())
     })
     .await;
@@ -350,19 +282,13 @@ async fn wait_for_galculator(d: &Desktop) {
 async fn connect_with_security_none_over_tcp_and_unix_socket() {
     let _serial = serial().await;
     let desktop = Desktop::start(None);
-    let client = connect(
-        &desktop,
-        &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw],
-    )
-    .await;
+    let client = connect(&desktop, &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw]).await;
     assert_eq!(client.desktop_name(), "smoke rfb test");
     assert_eq!(client.size(), (W, H));
     let frame = client.capture(CAPTURE_TIMEOUT).await.unwrap();
     assert_eq!((frame.width(), frame.height()), (W, H));
 
-    let unix = VncClient::connect(&desktop.unix_endpoint(), &ConnectOptions::default())
-        .await
-        .unwrap();
+    let unix = VncClient::connect(&desktop.unix_endpoint(), &ConnectOptions::default()).await.unwrap();
     let over_unix = unix.capture(CAPTURE_TIMEOUT).await.unwrap();
     assert_eq!(over_unix, client.capture(CAPTURE_TIMEOUT).await.unwrap());
     client.close().await;
@@ -375,26 +301,15 @@ async fn vnc_auth_with_right_wrong_and_missing_password() {
     let desktop = Desktop::start(Some("s3cr3t!x"));
     // Several failures in a row must not lock us out (BlacklistThreshold).
     for _ in 0..6 {
-        let err = VncClient::connect(
-            &desktop.endpoint(),
-            &options(&[Encoding::Raw], Some("wrong")),
-        )
-        .await
-        .unwrap_err();
+        let err = VncClient::connect(&desktop.endpoint(), &options(&[Encoding::Raw], Some("wrong"))).await.unwrap_err();
         assert!(matches!(err, RfbError::AuthFailed { .. }), "{err}");
     }
-    let err = VncClient::connect(&desktop.endpoint(), &options(&[Encoding::Raw], None))
-        .await
-        .unwrap_err();
+    let err = VncClient::connect(&desktop.endpoint(), &options(&[Encoding::Raw], None)).await.unwrap_err();
     assert!(matches!(err, RfbError::AuthRequired), "{err}");
     // Only the first 8 characters count, as in vncpasswd.
     for password in ["s3cr3t!x", "s3cr3t!x-and-more"] {
-        let client = VncClient::connect(
-            &desktop.endpoint(),
-            &options(&[Encoding::Zrle], Some(password)),
-        )
-        .await
-        .unwrap();
+        let client =
+            VncClient::connect(&desktop.endpoint(), &options(&[Encoding::Zrle], Some(password))).await.unwrap();
         let frame = client.capture(CAPTURE_TIMEOUT).await.unwrap();
         assert_eq!((frame.width(), frame.height()), (W, H));
         client.close().await;
@@ -412,10 +327,7 @@ async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
     let from_zrle = zrle.capture(CAPTURE_TIMEOUT).await.unwrap();
     let again = raw.capture(CAPTURE_TIMEOUT).await.unwrap();
     assert_eq!(again, reference, "the screen changed during the comparison");
-    assert!(
-        from_zrle == reference,
-        "ZRLE frame differs from the Raw frame"
-    );
+    assert!(from_zrle == reference, "ZRLE frame differs from the Raw frame");
     // Real content, right channel order: the xterm backgrounds are there
     // exactly, and their red/blue-swapped versions are not.
     assert!(count_colour(&reference, [0x10, 0x20, 0x30]) > 100_000);
@@ -423,27 +335,12 @@ async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
     assert_eq!(count_colour(&reference, [0x30, 0x20, 0x10]), 0);
     assert_eq!(count_colour(&reference, [0x70, 0x30, 0xc0]), 0);
     let distinct: std::collections::HashSet<&[u8]> = reference.pixels().chunks_exact(4).collect();
-    assert!(
-        distinct.len() > 50,
-        "only {} colours on screen",
-        distinct.len()
-    );
+    assert!(distinct.len() > 50, "only {} colours on screen", distinct.len());
     let zs = zrle.stats();
-    assert!(
-        zs.rects_by_encoding
-            .get(&Encoding::Zrle)
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "{zs:?}"
-    );
+    assert!(zs.rects_by_encoding.get(&Encoding::Zrle).copied().unwrap_or(0) > 0, "{zs:?}");
     assert_eq!(zs.rects_by_encoding.get(&Encoding::Raw), None, "{zs:?}");
     let rs = raw.stats();
-    assert_eq!(
-        rs.rects_by_encoding.keys().collect::<Vec<_>>(),
-        vec![&Encoding::Raw],
-        "{rs:?}"
-    );
+    assert_eq!(rs.rects_by_encoding.keys().collect::<Vec<_>>(), vec![&Encoding::Raw], "{rs:?}");
 
     // CopyRect: window moves arrive as copies in incremental updates; the
     // live framebuffer must then equal a fresh Raw capture.
@@ -451,13 +348,7 @@ async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
     still_frame(&copy).await;
     let window = desktop.xdotool(&["search", "--name", "^second$"]);
     for (x, y) in [(700, 300), (600, 250), (650, 380), (500, 100)] {
-        desktop.xdotool(&[
-            "windowmove",
-            "--sync",
-            &window,
-            &x.to_string(),
-            &y.to_string(),
-        ]);
+        desktop.xdotool(&["windowmove", "--sync", &window, &x.to_string(), &y.to_string()]);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let truth = still_frame(&raw).await;
@@ -471,19 +362,9 @@ async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
         }
     })
     .await;
-    assert!(
-        matched.is_ok(),
-        "the CopyRect client's framebuffer never matched the Raw capture"
-    );
+    assert!(matched.is_ok(), "the CopyRect client's framebuffer never matched the Raw capture");
     let cs = copy.stats();
-    assert!(
-        cs.rects_by_encoding
-            .get(&Encoding::CopyRect)
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "no CopyRect seen: {cs:?}"
-    );
+    assert!(cs.rects_by_encoding.get(&Encoding::CopyRect).copied().unwrap_or(0) > 0, "no CopyRect seen: {cs:?}");
 }
 
 #[tokio::test]
@@ -493,23 +374,9 @@ async fn capture_reflects_a_change_made_just_before_it() {
     // A clock ticking every 10 ms in the bottom band keeps updates in flight,
     // so a capture that returned "the next update" would show the moving
     // window where it was before.
-    desktop.xterm(
-        "ticker",
-        "60x2+0+650",
-        ("#000000", "#00ff00"),
-        "while :; do date +%T.%N; sleep 0.01; done",
-    );
-    let window = desktop.xterm(
-        "mover",
-        "20x5+100+100",
-        ("#ff0000", "#ff0000"),
-        "printf '\\033[?25l'; sleep 100000",
-    );
-    let client = connect(
-        &desktop,
-        &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw],
-    )
-    .await;
+    desktop.xterm("ticker", "60x2+0+650", ("#000000", "#00ff00"), "while :; do date +%T.%N; sleep 0.01; done");
+    let window = desktop.xterm("mover", "20x5+100+100", ("#ff0000", "#ff0000"), "printf '\\033[?25l'; sleep 100000");
+    let client = connect(&desktop, &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw]).await;
     let (x0, y0, ww, wh) = desktop.geometry(&window);
     // Mapped is not painted yet: wait until the window shows at its place.
     let mut painted = false;
@@ -527,19 +394,9 @@ async fn capture_reflects_a_change_made_just_before_it() {
     for i in 0..30u32 {
         // Alternate between the left and right half so old and new never
         // overlap; stay above the ticker.
-        let x = if i % 2 == 0 {
-            700 + (i * 37) % 300
-        } else {
-            20 + (i * 53) % 300
-        };
+        let x = if i % 2 == 0 { 700 + (i * 37) % 300 } else { 20 + (i * 53) % 300 };
         let y = 20 + (i * 71) % 380;
-        desktop.xdotool(&[
-            "windowmove",
-            "--sync",
-            &window,
-            &x.to_string(),
-            &y.to_string(),
-        ]);
+        desktop.xdotool(&["windowmove", "--sync", &window, &x.to_string(), &y.to_string()]);
         let frame = client.capture(CAPTURE_TIMEOUT).await.unwrap();
         let inside = frame.rgb(x + ww / 2, y + wh / 2);
         let vacated = frame.rgb(previous.0 + ww / 2, previous.1 + wh / 2);
@@ -572,10 +429,7 @@ fn red_box(frame: &Frame) -> Option<(u32, u32, u32, u32)> {
 /// Shift_L down, the shifted keysym, Shift_L up.
 async fn type_text(client: &VncClient, text: &str) {
     for c in text.chars() {
-        assert!(
-            c.is_ascii_graphic() || c == ' ',
-            "type_text handles printable ASCII only"
-        );
+        assert!(c.is_ascii_graphic() || c == ' ', "type_text handles printable ASCII only");
         let keysym = u32::from(c);
         let shifted = c.is_ascii_uppercase() || "~!@#$%^&*()_+{}|:\"<>?".contains(c);
         if shifted {
@@ -596,21 +450,13 @@ async fn wait_for_pointer(desktop: &Desktop, x: u32, y: u32) {
         loc.starts_with(&want).then_some(loc)
     })
     .await;
-    assert!(
-        seen.is_some(),
-        "pointer never reached {x},{y}: {}",
-        desktop.xdotool(&["getmouselocation"])
-    );
+    assert!(seen.is_some(), "pointer never reached {x},{y}: {}", desktop.xdotool(&["getmouselocation"]));
 }
 
 async fn read_file_when_written(path: &Path) -> String {
-    poll(Duration::from_secs(5), || {
-        std::fs::read_to_string(path)
-            .ok()
-            .filter(|s| s.ends_with('\n'))
-    })
-    .await
-    .unwrap_or_else(|| panic!("{} was never written", path.display()))
+    poll(Duration::from_secs(5), || std::fs::read_to_string(path).ok().filter(|s| s.ends_with('\n')))
+        .await
+        .unwrap_or_else(|| panic!("{} was never written", path.display()))
 }
 
 #[tokio::test]
@@ -618,10 +464,7 @@ async fn typed_keysyms_reach_an_xterm_exactly() {
     let _serial = serial().await;
     let mut desktop = Desktop::start(None);
     let out = desktop.path("typed.txt");
-    let script = format!(
-        "IFS= read -r line; printf '%s\\n' \"$line\" > '{}'",
-        out.display()
-    );
+    let script = format!("IFS= read -r line; printf '%s\\n' \"$line\" > '{}'", out.display());
     let window = desktop.xterm("typing", "80x5+0+0", ("#000000", "#ffffff"), &script);
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::Raw]).await;
     // No window manager: keyboard focus follows the pointer (PointerRoot).
@@ -651,14 +494,8 @@ async fn pointer_moves_and_clicks_focus_windows() {
     desktop.spawn("openbox", &[]);
     assert!(
         poll(Duration::from_secs(10), || {
-            let out = desktop
-                .command("xprop")
-                .args(["-root", "_NET_SUPPORTING_WM_CHECK"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("window id")
-                .then_some(())
+            let out = desktop.command("xprop").args(["-root", "_NET_SUPPORTING_WM_CHECK"]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout).contains("window id").then_some(())
         })
         .await
         .is_some(),
@@ -667,10 +504,7 @@ async fn pointer_moves_and_clicks_focus_windows() {
     let mut windows = Vec::new();
     for (name, geometry) in [("left", "30x6+60+80"), ("right", "30x6+700+80")] {
         let out = desktop.path(&format!("{name}.txt"));
-        let script = format!(
-            "IFS= read -r line; printf '%s\\n' \"$line\" > '{}'",
-            out.display()
-        );
+        let script = format!("IFS= read -r line; printf '%s\\n' \"$line\" > '{}'", out.display());
         let id = desktop.xterm(name, geometry, ("#202020", "#ffffff"), &script);
         windows.push((name, id, out));
     }
@@ -689,10 +523,7 @@ async fn pointer_moves_and_clicks_focus_windows() {
         type_text(&client, &format!("typed into {name}")).await;
         client.key(XK_RETURN, true).await.unwrap();
         client.key(XK_RETURN, false).await.unwrap();
-        assert_eq!(
-            read_file_when_written(out).await,
-            format!("typed into {name}\n")
-        );
+        assert_eq!(read_file_when_written(out).await, format!("typed into {name}\n"));
     }
 }
 
@@ -702,15 +533,9 @@ async fn warm_capture_time_at_1280x720() {
     let desktop = busy_desktop();
     wait_for_galculator(&desktop).await;
     let mut report = Vec::new();
-    for encodings in [
-        vec![
-            Encoding::Zrle,
-            Encoding::CopyRect,
-            Encoding::Raw,
-            Encoding::DesktopSize,
-        ],
-        vec![Encoding::Raw],
-    ] {
+    for encodings in
+        [vec![Encoding::Zrle, Encoding::CopyRect, Encoding::Raw, Encoding::DesktopSize], vec![Encoding::Raw]]
+    {
         let client = connect(&desktop, &encodings).await;
         still_frame(&client).await; // warm: connection, zlib stream, buffers
         let mut times = Vec::new();
@@ -730,11 +555,7 @@ async fn warm_capture_time_at_1280x720() {
             times[times.len() - 1].as_secs_f64() * 1e3,
             times.len()
         ));
-        assert!(
-            median < Duration::from_millis(500),
-            "{}",
-            report.last().unwrap()
-        );
+        assert!(median < Duration::from_millis(500), "{}", report.last().unwrap());
         client.close().await;
     }
     for line in report {
@@ -750,11 +571,9 @@ async fn server_exit_is_reported_as_disconnected() {
     client.capture(CAPTURE_TIMEOUT).await.unwrap();
     let mut updates = client.updates();
     drop(desktop);
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while updates.changed().await.is_ok() {}
-    })
-    .await
-    .expect("the session did not notice the server exit");
+    tokio::time::timeout(Duration::from_secs(5), async { while updates.changed().await.is_ok() {} })
+        .await
+        .expect("the session did not notice the server exit");
     assert!(!client.is_connected());
     let err = client.capture(CAPTURE_TIMEOUT).await.unwrap_err();
     assert!(matches!(err, RfbError::Disconnected { .. }), "{err}");

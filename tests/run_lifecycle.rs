@@ -81,12 +81,11 @@ fn a_missing_secret_is_reported_before_the_run() {
 fn wait_for_event(run_root: &std::path::Path, pred: impl Fn(&Event) -> bool, budget: Duration) -> Option<Event> {
     let deadline = Instant::now() + budget;
     while Instant::now() < deadline {
-        if let Some(run) = run_dir(run_root) {
-            if let Ok((records, _)) = smoke::events::read_jsonl(&run.join("events.jsonl")) {
-                if let Some(r) = records.into_iter().find(|r| pred(&r.event)) {
-                    return Some(r.event);
-                }
-            }
+        if let Some(run) = run_dir(run_root)
+            && let Ok((records, _)) = smoke::events::read_jsonl(&run.join("events.jsonl"))
+            && let Some(r) = records.into_iter().find(|r| pred(&r.event))
+        {
+            return Some(r.event);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -120,8 +119,10 @@ fn ctrl_c_runs_cleanup_then_tears_the_desktop_down() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = wait_for_event(results.path(), |e| matches!(e, Event::StepStarted { step: 3, .. }), Duration::from_secs(30));
-    let port = match wait_for_event(results.path(), |e| matches!(e, Event::TargetReady { .. }), Duration::from_secs(1)) {
+    let ready =
+        wait_for_event(results.path(), |e| matches!(e, Event::StepStarted { step: 3, .. }), Duration::from_secs(30));
+    let port = match wait_for_event(results.path(), |e| matches!(e, Event::TargetReady { .. }), Duration::from_secs(1))
+    {
         Some(Event::TargetReady { vnc, .. }) => vnc.rsplit(':').next().unwrap().parse::<u16>().unwrap(),
         other => panic!("no target_ready: {other:?}"),
     };
@@ -138,7 +139,10 @@ fn ctrl_c_runs_cleanup_then_tears_the_desktop_down() {
     assert!(st.iter().any(|(n, s)| *n == 3 && s == "skipped"), "the interrupted wait: {st:?}");
     assert!(st.iter().any(|(n, s)| *n == 4 && s == "skipped"), "{st:?}");
     assert!(st.iter().filter(|(n, _)| *n >= 5).all(|(_, s)| s == "passed"), "cleanup passed: {st:?}");
-    assert!(matches!(ev.last().map(|r| &r.event), Some(Event::RunFinished { verdict: Verdict::Interrupted, exit_code: 130, .. })));
+    assert!(matches!(
+        ev.last().map(|r| &r.event),
+        Some(Event::RunFinished { verdict: Verdict::Interrupted, exit_code: 130, .. })
+    ));
     assert!(run.join("summary.json").is_file() && run.join("junit.xml").is_file());
     let (_, _, frames) = gif_frames(&run.join("recording.gif"));
     assert!(frames >= 1);
@@ -211,7 +215,18 @@ fn existing_server(password: &str) -> ExistingServer {
     reader.read_to_string(&mut display).unwrap();
     let display = format!(":{}", display.trim());
     let term = Command::new("xterm")
-        .args(["-fa", "Monospace", "-fs", "16", "-geometry", "60x8+30+30", "-e", "sh", "-c", "echo EXISTING SERVER OK; sleep 120"])
+        .args([
+            "-fa",
+            "Monospace",
+            "-fs",
+            "16",
+            "-geometry",
+            "60x8+30+30",
+            "-e",
+            "sh",
+            "-c",
+            "echo EXISTING SERVER OK; sleep 120",
+        ])
         .env("DISPLAY", &display)
         .stderr(Stdio::null())
         .spawn()
@@ -259,7 +274,8 @@ fn the_vnc_backend_drives_an_existing_server_with_a_password_from_the_environmen
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir(results.path()).unwrap().join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir(results.path()).unwrap().join("summary.json")).unwrap()).unwrap();
     assert!(summary["reason"].as_str().unwrap().contains("authentication failed"), "{summary}");
 
     // a shell step cannot run on a VNC-only target: refused before anything runs

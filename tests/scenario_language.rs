@@ -180,7 +180,10 @@ fn no_steps_and_unknown_top_level_keys() {
     let d = load(&s, &opts()).unwrap_err();
     assert!(has(&d, "t.yaml:2:1 unknown key 'step' in a scenario file"), "{:#?}", errs(&d));
     assert!(has(&d, "t.yaml:1:1 a scenario file is missing 'steps'"), "{:#?}", errs(&d));
-    assert_eq!(d.items.iter().find(|d| d.message.contains("'step'")).unwrap().help.as_deref(), Some("did you mean 'steps'?"));
+    assert_eq!(
+        d.items.iter().find(|d| d.message.contains("'step'")).unwrap().help.as_deref(),
+        Some("did you mean 'steps'?")
+    );
 }
 
 #[test]
@@ -203,7 +206,9 @@ fn var_overrides_win_and_keep_types() {
     o.target.vars = vec![("n".into(), Node::new(Span::command_line("inventory"), Value::Int(2)))];
     let plan = load(&s, &o).unwrap();
     assert!(matches!(&plan.steps[0].step.action, Action::Type(t) if t.text == "hi 2"));
-    assert!(matches!(&plan.steps[1].step.action, Action::Click(c) if matches!(c.target, Target::At(pt) if (pt.x, pt.y) == (5, 6))));
+    assert!(
+        matches!(&plan.steps[1].step.action, Action::Click(c) if matches!(c.target, Target::At(pt) if (pt.x, pt.y) == (5, 6)))
+    );
     o.overrides = vec![("n".into(), Node::new(Span::command_line("--var n"), Value::Int(3)))];
     let plan = load(&s, &o).unwrap();
     assert!(matches!(&plan.steps[0].step.action, Action::Type(t) if t.text == "hi 3"));
@@ -229,15 +234,15 @@ steps:
   - type: "{{ command | tojson }}"
 "#,
     );
-    let s = p.file(
-        "scenarios/t.yaml",
-        "steps:\n  - routine: start\n    with: {command: [xterm, -fa, Monospace]}\n",
-    );
+    let s = p.file("scenarios/t.yaml", "steps:\n  - routine: start\n    with: {command: [xterm, -fa, Monospace]}\n");
     let plan = load(&s, &opts()).unwrap();
     assert_eq!(plan.steps.len(), 2);
     match &plan.steps[0].step.action {
         Action::Launch(l) => {
-            assert_eq!(l.command, smoke::scenario::model::CommandLine::Argv(vec!["xterm".into(), "-fa".into(), "Monospace".into()]));
+            assert_eq!(
+                l.command,
+                smoke::scenario::model::CommandLine::Argv(vec!["xterm".into(), "-fa".into(), "Monospace".into()])
+            );
             assert_eq!(l.wait.as_secs(), 15);
             assert_eq!(l.process, "xterm");
         }
@@ -254,7 +259,10 @@ steps:
     assert_eq!(plan.steps[0].calls[0].at.line, 2);
 
     // wrong input type, missing input, unknown input
-    let s = p.file("scenarios/u.yaml", "steps:\n  - routine: start\n    with: {command: xterm, wiat: 3s}\n  - routine: start\n");
+    let s = p.file(
+        "scenarios/u.yaml",
+        "steps:\n  - routine: start\n    with: {command: xterm, wiat: 3s}\n  - routine: start\n",
+    );
     let d = load(&s, &opts()).unwrap_err();
     assert!(has(&d, "u.yaml:3:21 input 'command' of routine 'start' must be list, found a string"), "{:#?}", errs(&d));
     assert!(has(&d, "u.yaml:3:28 routine 'start' has no input 'wiat'"), "{:#?}", errs(&d));
@@ -327,7 +335,8 @@ fn unknown_routine_suggests_a_close_name() {
 fn missing_reference_says_how_to_create_it() {
     let p = Project::new();
     std::fs::create_dir_all(p.path().join("reference")).unwrap();
-    let s = p.file("scenarios/calc.yaml", "steps:\n  - verify: {ssim: {reference: display.png, region: [0, 0, 10, 10]}}\n");
+    let s =
+        p.file("scenarios/calc.yaml", "steps:\n  - verify: {ssim: {reference: display.png, region: [0, 0, 10, 10]}}\n");
     let d = load(&s, &opts()).unwrap_err();
     assert!(has(&d, "calc.yaml:2:32 reference image 'display.png' not found"), "{:#?}", errs(&d));
     assert!(d.items[0].help.as_deref().unwrap().contains("--update-references missing"));
@@ -366,7 +375,10 @@ fn routine_files_validate_on_their_own() {
     let d = plan::validate_routine(&r, &opts(), &mut SourceMap::new()).unwrap_err();
     // the stand-in list has one item, so the key combo "1x" is two keys
     assert!(has(&d, "r.yaml:5:10"), "{:#?}", errs(&d));
-    let ok = p.file("routines/ok.yaml", "inputs:\n  apps: {type: list, required: true}\nsteps:\n  - launch: \"{{ apps }}\"\n");
+    let ok = p.file(
+        "routines/ok.yaml",
+        "inputs:\n  apps: {type: list, required: true}\nsteps:\n  - launch: \"{{ apps }}\"\n",
+    );
     assert_eq!(plan::validate_routine(&ok, &opts(), &mut SourceMap::new()).unwrap(), 1);
 }
 

@@ -9,12 +9,7 @@ use smoke::vision::gray::Mask;
 use smoke::vision::ssim::{SsimOptions, ssim_frames};
 
 fn load(name: &str) -> Frame {
-    Frame::load_png(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/vision")
-            .join(name),
-    )
-    .expect("fixture PNG")
+    Frame::load_png(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vision").join(name)).expect("fixture PNG")
 }
 
 /// Where "42" became "43" on the fixture screens.
@@ -46,10 +41,7 @@ fn one_changed_digit_is_boxed_and_red() {
     report.image.save_png(&dir.path().join("diff.png")).unwrap();
 
     // Masked, the change disappears and the area is blue.
-    let masked = DiffOptions {
-        mask: Mask::from_rects([DIGIT]),
-        ..Default::default()
-    };
+    let masked = DiffOptions { mask: Mask::from_rects([DIGIT]), ..Default::default() };
     let report = diff_heatmap(&base, &changed, &masked).unwrap();
     assert_eq!(report.changed_pixels, 0);
     assert!(report.changed_boxes.is_empty());
@@ -59,12 +51,7 @@ fn one_changed_digit_is_boxed_and_red() {
 
 #[test]
 fn moved_window_gives_a_box_around_the_window() {
-    let report = diff_heatmap(
-        &load("screen_base.png"),
-        &load("screen_moved.png"),
-        &DiffOptions::default(),
-    )
-    .unwrap();
+    let report = diff_heatmap(&load("screen_base.png"), &load("screen_moved.png"), &DiffOptions::default()).unwrap();
     // The terminal (frame at 40,40 686x259) moved 20 px right: every change is
     // inside the union of its old and new places.
     let window = Rect::new(40, 40, 706, 259);
@@ -78,11 +65,8 @@ fn moved_window_gives_a_box_around_the_window() {
 fn ssim_heatmap_marks_the_low_windows() {
     let base = load("screen_base.png");
     let changed = load("screen_one_char.png");
-    let opts = SsimOptions {
-        keep_map: true,
-        mask: Mask::from_rects([Rect::new(600, 400, 40, 40)]),
-        ..Default::default()
-    };
+    let opts =
+        SsimOptions { keep_map: true, mask: Mask::from_rects([Rect::new(600, 400, 40, 40)]), ..Default::default() };
     let score = ssim_frames(&base, &changed, &opts).unwrap();
     let map = score.map.as_ref().unwrap();
     let image = ssim_heatmap(&changed, map).unwrap();
@@ -92,11 +76,7 @@ fn ssim_heatmap_marks_the_low_windows() {
     let [r, g, b] = image.rgb(1000, 100);
     assert!(r == g && g == b, "similar areas stay gray");
     // A map over a region is drawn at its place.
-    let region = SsimOptions {
-        keep_map: true,
-        region: Some(Rect::new(200, 70, 100, 50)),
-        ..Default::default()
-    };
+    let region = SsimOptions { keep_map: true, region: Some(Rect::new(200, 70, 100, 50)), ..Default::default() };
     let map = ssim_frames(&base, &changed, &region).unwrap().map.unwrap();
     let image = ssim_heatmap(&changed, &map).unwrap();
     assert!(is_red(image.rgb(DIGIT.x + 4, DIGIT.y + 7)));

@@ -18,8 +18,7 @@ fn load(name: &str) -> Frame {
 }
 
 fn reference() -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(data_dir().join("ssim_reference.json")).expect("reference JSON");
+    let text = std::fs::read_to_string(data_dir().join("ssim_reference.json")).expect("reference JSON");
     serde_json::from_str(&text).expect("valid JSON")
 }
 
@@ -28,15 +27,10 @@ fn options_for(case: &serde_json::Value) -> SsimOptions {
     let window = if let Some(sigma) = window["gaussian"].as_f64() {
         SsimWindow::Gaussian { sigma }
     } else {
-        SsimWindow::Box {
-            size: window["box"].as_u64().expect("box size") as u32,
-        }
+        SsimWindow::Box { size: window["box"].as_u64().expect("box size") as u32 }
     };
     let region = case["region"].as_array().map(|r| {
-        let v: Vec<u32> = r
-            .iter()
-            .map(|n| n.as_u64().expect("number") as u32)
-            .collect();
+        let v: Vec<u32> = r.iter().map(|n| n.as_u64().expect("number") as u32).collect();
         Rect::new(v[0], v[1], v[2], v[3])
     });
     SsimOptions {
@@ -62,19 +56,12 @@ fn scores_and_maps_match_scikit_image() {
         let got = ssim_frames(&a, &b, &options).expect("ssim");
         let expected = case["score"].as_f64().unwrap();
         let error = (got.score - expected).abs();
-        assert!(
-            error < 1e-3,
-            "{case}: got {} expected {expected}",
-            got.score
-        );
+        assert!(error < 1e-3, "{case}: got {} expected {expected}", got.score);
         worst_score_error = worst_score_error.max(error);
         let map = got.map.expect("map");
         for sample in case["map_samples"].as_array().unwrap() {
-            let (x, y, v) = (
-                sample[0].as_u64().unwrap() as u32,
-                sample[1].as_u64().unwrap() as u32,
-                sample[2].as_f64().unwrap(),
-            );
+            let (x, y, v) =
+                (sample[0].as_u64().unwrap() as u32, sample[1].as_u64().unwrap() as u32, sample[2].as_f64().unwrap());
             let value = map.get(x, y).expect("sample inside the map") as f64;
             let error = (value - v).abs();
             assert!(error < 1e-3, "{case}: map({x},{y}) = {value}, expected {v}");
@@ -92,12 +79,7 @@ fn scores_and_maps_match_scikit_image() {
 fn identical_screens_score_one_and_changes_score_lower() {
     let base = load("screen_base.png");
     let opts = SsimOptions::default();
-    assert_eq!(
-        ssim_frames(&base, &load("screen_base_again.png"), &opts)
-            .unwrap()
-            .score,
-        1.0
-    );
+    assert_eq!(ssim_frames(&base, &load("screen_base_again.png"), &opts).unwrap().score, 1.0);
     let one_char = ssim_frames(&base, &load("screen_one_char.png"), &opts).unwrap();
     let colour = ssim_frames(&base, &load("screen_colour.png"), &opts).unwrap();
     let moved = ssim_frames(&base, &load("screen_moved.png"), &opts).unwrap();
@@ -108,21 +90,10 @@ fn identical_screens_score_one_and_changes_score_lower() {
     // The worst window points at the change: "42" became "43" at about x 231..240, y 89..103.
     let (at, value) = one_char.worst.unwrap();
     assert!(value < 0.5, "worst window {value}");
-    assert!(
-        Rect::new(221, 79, 30, 35).contains(at),
-        "worst window at {at}"
-    );
+    assert!(Rect::new(221, 79, 30, 35).contains(at), "worst window at {at}");
     // Over the changed text line alone the change is plain.
-    let line = SsimOptions {
-        region: Some(Rect::new(40, 85, 300, 22)),
-        ..Default::default()
-    };
-    assert!(
-        ssim_frames(&base, &load("screen_one_char.png"), &line)
-            .unwrap()
-            .score
-            < 0.98
-    );
+    let line = SsimOptions { region: Some(Rect::new(40, 85, 300, 22)), ..Default::default() };
+    assert!(ssim_frames(&base, &load("screen_one_char.png"), &line).unwrap().score < 0.98);
 }
 
 #[test]
@@ -131,39 +102,23 @@ fn masked_change_is_irrelevant_and_does_not_leak() {
     let changed = load("screen_one_char.png");
     // The digit that changed covers x 231..240, y 89..103 (see the fixture diff).
     let digit = Rect::new(231, 89, 9, 14);
-    let opts = SsimOptions {
-        mask: Mask::from_rects([digit]),
-        keep_map: true,
-        ..Default::default()
-    };
+    let opts = SsimOptions { mask: Mask::from_rects([digit]), keep_map: true, ..Default::default() };
     let masked = ssim_frames(&base, &changed, &opts).unwrap();
-    assert_eq!(
-        masked.score, 1.0,
-        "a masked change must not lower the score"
-    );
+    assert_eq!(masked.score, 1.0, "a masked change must not lower the score");
     let unmasked = ssim_frames(&base, &changed, &SsimOptions::default()).unwrap();
     // The dilated mask removes (9+10)x(14+10) map pixels.
     assert_eq!(unmasked.compared_pixels - masked.compared_pixels, 19 * 24);
     // Without dilation the neighbours' windows would still see the change.
     let map = unmasked.map.unwrap_or_else(|| {
-        let o = SsimOptions {
-            keep_map: true,
-            ..Default::default()
-        };
+        let o = SsimOptions { keep_map: true, ..Default::default() };
         ssim_frames(&base, &changed, &o).unwrap().map.unwrap()
     });
-    assert!(
-        map.get(229, 95).unwrap() < 0.999,
-        "a neighbour of the digit sees the change"
-    );
+    assert!(map.get(229, 95).unwrap() < 0.999, "a neighbour of the digit sees the change");
     // Masking the identical screen's same rectangle also gives 1.
     let same = ssim_frames(&base, &base, &opts).unwrap();
     assert_eq!(same.score, 1.0);
     // A mask elsewhere does not hide the change.
-    let elsewhere = SsimOptions {
-        mask: Mask::from_rects([Rect::new(600, 400, 50, 50)]),
-        ..Default::default()
-    };
+    let elsewhere = SsimOptions { mask: Mask::from_rects([Rect::new(600, 400, 50, 50)]), ..Default::default() };
     assert!(ssim_frames(&base, &changed, &elsewhere).unwrap().score < 1.0);
 }
 
@@ -171,24 +126,9 @@ fn masked_change_is_irrelevant_and_does_not_leak() {
 fn different_sizes_and_bad_regions_are_errors() {
     let base = load("screen_base.png");
     let small = base.crop(Rect::new(0, 0, 640, 360)).unwrap();
-    assert!(matches!(
-        ssim_frames(&base, &small, &SsimOptions::default()),
-        Err(SsimError::SizeMismatch { .. })
-    ));
-    let outside = SsimOptions {
-        region: Some(Rect::new(2000, 0, 10, 10)),
-        ..Default::default()
-    };
-    assert!(matches!(
-        ssim_frames(&base, &base, &outside),
-        Err(SsimError::RegionOutside { .. })
-    ));
-    let tiny = SsimOptions {
-        region: Some(Rect::new(0, 0, 10, 10)),
-        ..Default::default()
-    };
-    assert!(matches!(
-        ssim_frames(&base, &base, &tiny),
-        Err(SsimError::TooSmall { .. })
-    ));
+    assert!(matches!(ssim_frames(&base, &small, &SsimOptions::default()), Err(SsimError::SizeMismatch { .. })));
+    let outside = SsimOptions { region: Some(Rect::new(2000, 0, 10, 10)), ..Default::default() };
+    assert!(matches!(ssim_frames(&base, &base, &outside), Err(SsimError::RegionOutside { .. })));
+    let tiny = SsimOptions { region: Some(Rect::new(0, 0, 10, 10)), ..Default::default() };
+    assert!(matches!(ssim_frames(&base, &base, &tiny), Err(SsimError::TooSmall { .. })));
 }

@@ -6,17 +6,10 @@ use std::path::Path;
 
 use smoke::frame::Frame;
 use smoke::geometry::Rect;
-use smoke::vision::template::{
-    BLOCK_DIFFERENCE_LIMIT, MatchOptions, Needle, TemplateError, find_template,
-};
+use smoke::vision::template::{BLOCK_DIFFERENCE_LIMIT, MatchOptions, Needle, TemplateError, find_template};
 
 fn load(name: &str) -> Frame {
-    Frame::load_png(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/vision")
-            .join(name),
-    )
-    .expect("fixture PNG")
+    Frame::load_png(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vision").join(name)).expect("fixture PNG")
 }
 
 /// galculator's "7" button on the fixture screens.
@@ -58,19 +51,13 @@ fn similar_but_different_needles_stay_below_the_threshold() {
     // galculator's "7" button, searched where only the other buttons are.
     let seven = Needle::from_screen(&base, BUTTON_7).unwrap();
     let keypad_without_7 = Rect::new(544, 480, 260, 210);
-    let opts_region = MatchOptions {
-        region: Some(keypad_without_7),
-        ..Default::default()
-    };
+    let opts_region = MatchOptions { region: Some(keypad_without_7), ..Default::default() };
     let lookalike = find_template(&base, &seven, &opts_region).unwrap();
     eprintln!("other buttons: {lookalike:?}");
     assert!(!lookalike.found, "{lookalike:?}");
     assert!(keypad_without_7.contains_rect(&lookalike.rect));
     // In the whole keypad the 7 itself wins.
-    let keypad = MatchOptions {
-        region: Some(Rect::new(474, 480, 330, 210)),
-        ..Default::default()
-    };
+    let keypad = MatchOptions { region: Some(Rect::new(474, 480, 330, 210)), ..Default::default() };
     let real = find_template(&base, &seven, &keypad).unwrap();
     assert!(real.found, "{real:?}");
     assert_eq!(real.rect, BUTTON_7);
@@ -86,16 +73,9 @@ fn colour_change_is_caught_although_the_shape_matches() {
     eprintln!("recoloured: {m:?}");
     assert_eq!(m.rect, Rect::new(40, 108, 240, 22), "same place");
     assert!(m.score > 0.9, "the shape still correlates: {}", m.score);
-    assert!(
-        m.block_difference > 2.0 * BLOCK_DIFFERENCE_LIMIT,
-        "{}",
-        m.block_difference
-    );
+    assert!(m.block_difference > 2.0 * BLOCK_DIFFERENCE_LIMIT, "{}", m.block_difference);
     assert!(!m.found);
-    let colour_blind = MatchOptions {
-        max_block_difference: None,
-        ..Default::default()
-    };
+    let colour_blind = MatchOptions { max_block_difference: None, ..Default::default() };
     assert!(find_template(&blue, &needle, &colour_blind).unwrap().found);
 }
 
@@ -119,9 +99,7 @@ fn random_crops_are_found_exactly() {
     // (mostly flat with one edge, periodic button rows); flat crops are skipped.
     let mut state = 0x5eed_u64;
     let mut next = |n: u32| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((state >> 33) % n as u64) as u32
     };
     for name in ["screen_base.png", "screen_moved.png"] {

@@ -47,7 +47,12 @@ pub struct LocalCommands {
 }
 
 impl LocalCommands {
-    pub fn new(env: Vec<(String, String)>, remove: Vec<String>, cwd: PathBuf, marker: Option<(String, String)>) -> LocalCommands {
+    pub fn new(
+        env: Vec<(String, String)>,
+        remove: Vec<String>,
+        cwd: PathBuf,
+        marker: Option<(String, String)>,
+    ) -> LocalCommands {
         LocalCommands { env, remove, cwd, marker, launched: Vec::new() }
     }
 
@@ -108,12 +113,13 @@ impl LocalCommands {
 
     /// Start an app detached from smoke's terminal, its output going to `log`.
     pub fn launch(&mut self, cmd: &CommandLine, log: &Path) -> Result<u32, BackendError> {
-        if let CommandLine::Argv(argv) = cmd {
-            if !process::which(&argv[0]) {
-                return Err(BackendError::MissingProgram { program: argv[0].clone(), hint: None });
-            }
+        if let CommandLine::Argv(argv) = cmd
+            && !process::which(&argv[0])
+        {
+            return Err(BackendError::MissingProgram { program: argv[0].clone(), hint: None });
         }
-        let file = std::fs::File::create(log).map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
+        let file = std::fs::File::create(log)
+            .map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
         let file2 = file.try_clone().map_err(|e| BackendError::Io { what: "dup log".into(), source: e })?;
         let mut c = self.command(cmd);
         c.stdout(Stdio::from(file)).stderr(Stdio::from(file2));

@@ -67,13 +67,18 @@ impl LocalDesktopSession {
                         _dir: dir,
                     };
                     session.commands = session.make_commands(cfg, &ctx.cwd)?;
-                    if let Some(wm) = &cfg.window_manager {
-                        if let Err(e) = session.start_wm(wm, &ctx.logs).await {
-                            session.teardown().await;
-                            return Err(e);
-                        }
+                    if let Some(wm) = &cfg.window_manager
+                        && let Err(e) = session.start_wm(wm, &ctx.logs).await
+                    {
+                        session.teardown().await;
+                        return Err(e);
                     }
-                    tracing::info!(x_display = session.display, port = session.port, ms = started.elapsed().as_millis() as u64, "local desktop ready");
+                    tracing::info!(
+                        x_display = session.display,
+                        port = session.port,
+                        ms = started.elapsed().as_millis() as u64,
+                        "local desktop ready"
+                    );
                     return Ok(session);
                 }
                 Err(e) => {
@@ -120,39 +125,50 @@ impl LocalDesktopSession {
                 ("XDG_RUNTIME_DIR", "run"),
             ] {
                 let p = base.join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| BackendError::Io { what: format!("create {}", p.display()), source: e })?;
+                std::fs::create_dir_all(&p)
+                    .map_err(|e| BackendError::Io { what: format!("create {}", p.display()), source: e })?;
                 env.push((var.to_string(), p.display().to_string()));
             }
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(base.join("run"), std::fs::Permissions::from_mode(0o700));
         }
-        let remove = ["WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XAUTHORITY", "LC_ALL", "LANGUAGE", "SESSION_MANAGER"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let remove =
+            ["WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "XAUTHORITY", "LC_ALL", "LANGUAGE", "SESSION_MANAGER"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         Ok(LocalCommands::new(env, remove, cwd.to_path_buf(), Some(("DISPLAY".into(), display))))
     }
 
     async fn start_wm(&mut self, wm: &[String], logs: &Path) -> Result<(), BackendError> {
         let log = logs.join("window-manager.log");
-        let file = std::fs::File::create(&log).map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
+        let file = std::fs::File::create(&log)
+            .map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
         let file2 = file.try_clone().map_err(|e| BackendError::Io { what: "dup log".into(), source: e })?;
         let mut cmd = tokio::process::Command::new(&wm[0]);
         cmd.args(&wm[1..]).stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(file2));
-        cmd.env("DISPLAY", format!(":{}", self.display)).env_remove("DBUS_SESSION_BUS_ADDRESS").env_remove("WAYLAND_DISPLAY");
+        cmd.env("DISPLAY", format!(":{}", self.display))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("WAYLAND_DISPLAY");
         isolate(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| BackendError::Spawn { program: wm[0].clone(), source: e })?;
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(BackendError::Startup { what: format!("window manager {} (exited: {status})", wm[0]), log_tail: tail(&log) });
+                return Err(BackendError::Startup {
+                    what: format!("window manager {} (exited: {status})", wm[0]),
+                    log_tail: tail(&log),
+                });
             }
             if wm_ready(self.display).await {
                 break;
             }
             if start.elapsed() > READY_BUDGET {
                 let _ = child.start_kill();
-                return Err(BackendError::Timeout { what: format!("window manager {} to take the display", wm[0]), waited: start.elapsed() });
+                return Err(BackendError::Timeout {
+                    what: format!("window manager {} to take the display", wm[0]),
+                    waited: start.elapsed(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -190,10 +206,16 @@ fn require(program: &str, hint: &str) -> Result<(), BackendError> {
 }
 
 /// Spawn Xvnc and wait for it to report its display number.
-async fn spawn_xvnc(cfg: &LocalDesktop, port: u16, passwd: &Path, log: &Path) -> Result<(tokio::process::Child, u32), BackendError> {
+async fn spawn_xvnc(
+    cfg: &LocalDesktop,
+    port: u16,
+    passwd: &Path,
+    log: &Path,
+) -> Result<(tokio::process::Child, u32), BackendError> {
     let (read_end, write_end) = pipe()?;
     let write_fd = write_end.as_raw_fd();
-    let logf = std::fs::File::create(log).map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
+    let logf = std::fs::File::create(log)
+        .map_err(|e| BackendError::Io { what: format!("create {}", log.display()), source: e })?;
     let mut cmd = tokio::process::Command::new(&cfg.xvnc);
     cmd.args(["-displayfd", &write_fd.to_string()])
         .args(["-rfbport", &port.to_string()])
@@ -202,7 +224,18 @@ async fn spawn_xvnc(cfg: &LocalDesktop, port: u16, passwd: &Path, log: &Path) ->
         .arg(passwd)
         .args(["-geometry", &format!("{}x{}", cfg.width, cfg.height)])
         .args(["-depth", &cfg.depth.to_string()])
-        .args(["-AlwaysShared", "-nolisten", "tcp", "-BlacklistThreshold", "1000000", "-s", "0", "-dpms", "-desktop", "smoke"])
+        .args([
+            "-AlwaysShared",
+            "-nolisten",
+            "tcp",
+            "-BlacklistThreshold",
+            "1000000",
+            "-s",
+            "0",
+            "-dpms",
+            "-desktop",
+            "smoke",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(logf));
@@ -266,7 +299,8 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), BackendError> {
 }
 
 fn free_port() -> Result<u16, BackendError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| BackendError::Io { what: "find a free port".into(), source: e })?;
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| BackendError::Io { what: "find a free port".into(), source: e })?;
     l.local_addr().map(|a| a.port()).map_err(|e| BackendError::Io { what: "find a free port".into(), source: e })
 }
 
@@ -274,7 +308,10 @@ fn free_port() -> Result<u16, BackendError> {
 fn random_password() -> Result<String, BackendError> {
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(|e| BackendError::Io { what: "read random bytes".into(), source: std::io::Error::other(e.to_string()) })?;
+    getrandom::fill(&mut bytes).map_err(|e| BackendError::Io {
+        what: "read random bytes".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
     Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
 }
 
@@ -296,4 +333,3 @@ pub fn tail(path: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(12)..].join("\n")
 }
-

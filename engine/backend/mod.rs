@@ -57,7 +57,7 @@ pub struct StartContext {
 
 /// A prepared target.
 pub enum Machine {
-    LocalDesktop(local_desktop::LocalDesktopSession),
+    LocalDesktop(Box<local_desktop::LocalDesktopSession>),
     Vnc(VncAccess),
 }
 
@@ -66,14 +66,18 @@ impl Machine {
     pub async fn start(target: &Target, ctx: &StartContext) -> Result<Machine, BackendError> {
         match &target.backend {
             Backend::LocalDesktop(cfg) => {
-                Ok(Machine::LocalDesktop(local_desktop::LocalDesktopSession::start(cfg, ctx).await?))
+                Ok(Machine::LocalDesktop(Box::new(local_desktop::LocalDesktopSession::start(cfg, ctx).await?)))
             }
             Backend::Vnc(v) => {
                 let password = match &v.password {
                     Some(src) => Some(ctx.secrets.read("vnc password", src)?),
                     None => None,
                 };
-                Ok(Machine::Vnc(VncAccess { endpoint: Endpoint::Tcp { host: v.host.clone(), port: v.port }, password, encodings: None }))
+                Ok(Machine::Vnc(VncAccess {
+                    endpoint: Endpoint::Tcp { host: v.host.clone(), port: v.port },
+                    password,
+                    encodings: None,
+                }))
             }
         }
     }

@@ -66,15 +66,10 @@ impl KeyCombo {
                     if let Some((first, _)) = &key {
                         return Err(KeyError::TwoKeys { first: first.clone(), second: part.clone() });
                     }
-                    let k = keysym::of_name(part).ok_or_else(|| KeyError::UnknownKey {
-                        name: part.clone(),
-                        suggestion: suggest(part),
-                    })?;
+                    let k = keysym::of_name(part)
+                        .ok_or_else(|| KeyError::UnknownKey { name: part.clone(), suggestion: suggest(part) })?;
                     if i < last {
-                        return Err(KeyError::TwoKeys {
-                            first: part.clone(),
-                            second: parts[last].clone(),
-                        });
+                        return Err(KeyError::TwoKeys { first: part.clone(), second: parts[last].clone() });
                     }
                     key = Some((part.clone(), k));
                 }
@@ -83,10 +78,10 @@ impl KeyCombo {
         let (_, mut key) = key.ok_or(KeyError::Empty)?;
         // With Shift held, send the shifted keysym of a letter (`X`, not `x`):
         // QEMU's caps-lock sync flips the case otherwise.
-        if modifiers.contains(&keysym::SHIFT_L) {
-            if let Some(c) = char::from_u32(key).filter(|c| c.is_ascii_lowercase()) {
-                key = c.to_ascii_uppercase() as u32;
-            }
+        if modifiers.contains(&keysym::SHIFT_L)
+            && let Some(c) = char::from_u32(key).filter(|c| c.is_ascii_lowercase())
+        {
+            key = c.to_ascii_uppercase() as u32;
         }
         Ok(KeyCombo { text: trimmed.to_string(), modifiers, key })
     }
@@ -127,10 +122,7 @@ fn split_plus(s: &str) -> Vec<String> {
 }
 
 fn suggest(name: &str) -> Option<String> {
-    let names = keysym::NAMED_KEYS
-        .iter()
-        .map(|(n, _)| *n)
-        .chain(keysym::MODIFIERS.iter().map(|(n, _)| *n));
+    let names = keysym::NAMED_KEYS.iter().map(|(n, _)| *n).chain(keysym::MODIFIERS.iter().map(|(n, _)| *n));
     crate::scenario::diagnostic::did_you_mean(name, names).map(str::to_string)
 }
 

@@ -109,10 +109,10 @@ pub fn of_name(name: &str) -> Option<u32> {
     if let Some((_, k)) = NAMED_KEYS.iter().find(|(n, _)| *n == lower) {
         return Some(*k);
     }
-    if let Some(n) = lower.strip_prefix('f').and_then(|d| d.parse::<u32>().ok()) {
-        if (1..=35).contains(&n) {
-            return Some(F1 + n - 1);
-        }
+    if let Some(n) = lower.strip_prefix('f').and_then(|d| d.parse::<u32>().ok())
+        && (1..=35).contains(&n)
+    {
+        return Some(F1 + n - 1);
     }
     let mut chars = name.chars();
     match (chars.next(), chars.next()) {
@@ -126,10 +126,10 @@ pub fn name(keysym: u32) -> String {
     if let Some((n, _)) = MODIFIERS.iter().find(|(_, k)| *k == keysym) {
         return n.to_string();
     }
-    if let Some((n, _)) = NAMED_KEYS.iter().find(|(_, k)| *k == keysym) {
-        if keysym > 0xff {
-            return n.to_string();
-        }
+    if let Some((n, _)) = NAMED_KEYS.iter().find(|(_, k)| *k == keysym)
+        && keysym > 0xff
+    {
+        return n.to_string();
     }
     if (F1..F1 + 35).contains(&keysym) {
         return format!("F{}", keysym - F1 + 1);

@@ -202,8 +202,7 @@ impl<W: Write> GifWriter<W> {
             return Err(GifWriteError::Failed);
         }
         self.stats.frames_pushed += 1;
-        let frame: Cow<'_, Frame> = if frame.width() == self.width && frame.height() == self.height
-        {
+        let frame: Cow<'_, Frame> = if frame.width() == self.width && frame.height() == self.height {
             Cow::Borrowed(frame)
         } else {
             self.stats.frames_resized += 1;
@@ -264,8 +263,7 @@ impl<W: Write> GifWriter<W> {
         let width = self.width as usize;
         let pixels = frame.pixels();
         let raw_box = changed_box(&self.displayed_rgba, pixels, width)?;
-        let (bx, by, bw, bh) =
-            (raw_box.x as usize, raw_box.y as usize, raw_box.w as usize, raw_box.h as usize);
+        let (bx, by, bw, bh) = (raw_box.x as usize, raw_box.y as usize, raw_box.w as usize, raw_box.h as usize);
 
         // Pass 1, over the box of changed RGB values: the new indices (transparent
         // where the index stays the same) and the box of changed indices.
@@ -414,8 +412,7 @@ fn changed_box(old: &[u8], new: &[u8], width: usize) -> Option<Rect> {
         return None;
     }
     let (mut min_x, mut min_y, mut max_x, mut max_y) = (usize::MAX, usize::MAX, 0, 0);
-    for (y, (old_row, new_row)) in old.chunks_exact(stride).zip(new.chunks_exact(stride)).enumerate()
-    {
+    for (y, (old_row, new_row)) in old.chunks_exact(stride).zip(new.chunks_exact(stride)).enumerate() {
         if old_row == new_row {
             continue;
         }
@@ -430,9 +427,8 @@ fn changed_box(old: &[u8], new: &[u8], width: usize) -> Option<Rect> {
         min_y = min_y.min(y);
         max_y = max_y.max(y);
     }
-    (min_x != usize::MAX).then(|| {
-        Rect::new(min_x as u32, min_y as u32, (max_x - min_x + 1) as u32, (max_y - min_y + 1) as u32)
-    })
+    (min_x != usize::MAX)
+        .then(|| Rect::new(min_x as u32, min_y as u32, (max_x - min_x + 1) as u32, (max_y - min_y + 1) as u32))
 }
 
 /// Fit a frame of another size onto a `width` x `height` canvas: scale down
@@ -446,9 +442,7 @@ pub fn fit_to_canvas(frame: &Frame, width: u32, height: u32) -> Frame {
     let scale = (fw as f64 / width as f64).max(fh as f64 / height as f64).max(1.0);
     let sw = ((fw as f64 / scale).round() as u32).clamp(1, width);
     let sh = ((fh as f64 / scale).round() as u32).clamp(1, height);
-    let source_x: Vec<usize> = (0..sw)
-        .map(|x| (((x as f64 + 0.5) * scale) as usize).min(fw as usize - 1))
-        .collect();
+    let source_x: Vec<usize> = (0..sw).map(|x| (((x as f64 + 0.5) * scale) as usize).min(fw as usize - 1)).collect();
     let src = frame.pixels();
     let src_stride = fw as usize * 4;
     let dst_stride = width as usize * 4;
@@ -502,14 +496,8 @@ mod tests {
 
     #[test]
     fn canvas_size_is_checked() {
-        assert!(matches!(
-            GifWriter::new(Vec::new(), 0, 10),
-            Err(GifWriteError::CanvasSize { .. })
-        ));
-        assert!(matches!(
-            GifWriter::new(Vec::new(), 70_000, 10),
-            Err(GifWriteError::CanvasSize { .. })
-        ));
+        assert!(matches!(GifWriter::new(Vec::new(), 0, 10), Err(GifWriteError::CanvasSize { .. })));
+        assert!(matches!(GifWriter::new(Vec::new(), 70_000, 10), Err(GifWriteError::CanvasSize { .. })));
     }
 
     #[test]

@@ -19,15 +19,11 @@ pub mod playback;
 pub mod session;
 
 pub use gif_writer::{
-    FinishedGif, FrameChange, GifWriteError, GifWriter, GifWriterStats, MAX_DELAY_CS,
-    MIN_DELAY_CS, fit_to_canvas,
+    FinishedGif, FrameChange, GifWriteError, GifWriter, GifWriterStats, MAX_DELAY_CS, MIN_DELAY_CS, fit_to_canvas,
 };
 pub use motion::{
-    DEFAULT_THRESHOLD, MotionFilter, MotionVerdict, THUMBNAIL_CELLS, THUMBNAIL_SIDE, Thumbnail,
-    Thumbnailer,
+    DEFAULT_THRESHOLD, MotionFilter, MotionVerdict, THUMBNAIL_CELLS, THUMBNAIL_SIDE, Thumbnail, Thumbnailer,
 };
 pub use palette::{DesktopPalette, TRANSPARENT_INDEX};
 pub use playback::{GifPlayback, GifReadError, PlayedFrame};
-pub use session::{
-    FrameSource, Recorder, RecorderError, RecorderOptions, RecordingStats, thread_cpu_time,
-};
+pub use session::{FrameSource, Recorder, RecorderError, RecorderOptions, RecordingStats, thread_cpu_time};

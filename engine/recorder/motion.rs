@@ -290,12 +290,7 @@ impl MotionFilter {
     /// threshold is treated as 0 (keep every frame that changed at all).
     pub fn new(threshold: f32) -> MotionFilter {
         let threshold = if threshold.is_nan() { 0.0 } else { threshold };
-        MotionFilter {
-            threshold,
-            thumbnailer: Thumbnailer::new(),
-            last_kept: None,
-            candidate: Thumbnail::default(),
-        }
+        MotionFilter { threshold, thumbnailer: Thumbnailer::new(), last_kept: None, candidate: Thumbnail::default() }
     }
 
     pub fn threshold(&self) -> f32 {
@@ -402,10 +397,7 @@ mod tests {
             for &(cx, cy) in &[(0, 0), (255, 255), (17, 200), (128, 3), (99, 99)] {
                 let expected = reference_cell(&frame, cx, cy);
                 let got = t.cell(cx, cy).unwrap() as f64;
-                assert!(
-                    (got - expected).abs() < 0.05,
-                    "{w}x{h} cell ({cx},{cy}): {got} vs {expected}"
-                );
+                assert!((got - expected).abs() < 0.05, "{w}x{h} cell ({cx},{cy}): {got} vs {expected}");
             }
         }
     }
@@ -420,13 +412,8 @@ mod tests {
         let a = Thumbnail::of(&before);
         let b = Thumbnail::of(&after);
         let max = a.max_abs_diff(&b);
-        let mean: f32 = a
-            .cells()
-            .iter()
-            .zip(b.cells())
-            .map(|(x, y)| (x - y).abs())
-            .sum::<f32>()
-            / THUMBNAIL_CELLS as f32;
+        let mean: f32 =
+            a.cells().iter().zip(b.cells()).map(|(x, y)| (x - y).abs()).sum::<f32>() / THUMBNAIL_CELLS as f32;
         assert!(max > 10.0, "caret max diff {max}");
         assert!(mean < DEFAULT_THRESHOLD / 100.0, "mean diff {mean}");
 

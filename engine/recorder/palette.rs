@@ -217,9 +217,7 @@ fn nearest_cube(r: u8, g: u8, b: u8) -> (u8, u32) {
     let lg = CUBE_LEVEL_OF[g as usize];
     let lb = CUBE_LEVEL_OF[b as usize];
     let index = lr * 36 + lg * 6 + lb;
-    let error = CUBE_ERROR_OF[r as usize] as u32
-        + CUBE_ERROR_OF[g as usize] as u32
-        + CUBE_ERROR_OF[b as usize] as u32;
+    let error = CUBE_ERROR_OF[r as usize] as u32 + CUBE_ERROR_OF[g as usize] as u32 + CUBE_ERROR_OF[b as usize] as u32;
     (index, error)
 }
 
@@ -249,8 +247,7 @@ mod tests {
         for i in 0..255u8 {
             assert!(seen.insert(palette.rgb_of(i)), "duplicate colour at index {i}");
         }
-        let mut grays: Vec<u8> =
-            seen.iter().filter(|c| c[0] == c[1] && c[1] == c[2]).map(|c| c[0]).collect();
+        let mut grays: Vec<u8> = seen.iter().filter(|c| c[0] == c[1] && c[1] == c[2]).map(|c| c[0]).collect();
         grays.sort_unstable();
         assert_eq!(grays.len(), 45);
         assert_eq!(grays.first(), Some(&0));

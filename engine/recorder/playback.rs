@@ -136,11 +136,8 @@ impl<R: Read> GifPlayback<R> {
         if !Rect::screen(self.width, self.height).contains_rect(&rect) {
             return Err(GifReadError::OutOfCanvas { index, rect, width: self.width, height: self.height });
         }
-        let palette = image
-            .palette
-            .clone()
-            .or_else(|| self.global_palette.clone())
-            .ok_or(GifReadError::NoPalette { index })?;
+        let palette =
+            image.palette.clone().or_else(|| self.global_palette.clone()).ok_or(GifReadError::NoPalette { index })?;
         let transparent = image.transparent;
         let delay_cs = image.delay;
         let dispose = image.dispose;
@@ -187,8 +184,8 @@ impl<R: Read> GifPlayback<R> {
                 unpainted_pixels += 1;
             }
         }
-        let frame = Frame::from_rgba(self.width, self.height, shown)
-            .map_err(|e| GifReadError::Decode(e.to_string()))?;
+        let frame =
+            Frame::from_rgba(self.width, self.height, shown).map_err(|e| GifReadError::Decode(e.to_string()))?;
         Ok(Some(PlayedFrame { frame, rect, delay_cs, transparent_pixels, unpainted_pixels }))
     }
 

@@ -63,11 +63,7 @@ pub struct RecorderOptions {
 
 impl Default for RecorderOptions {
     fn default() -> Self {
-        RecorderOptions {
-            interval: Duration::from_millis(100),
-            threshold: DEFAULT_THRESHOLD,
-            queue_depth: 2,
-        }
+        RecorderOptions { interval: Duration::from_millis(100), threshold: DEFAULT_THRESHOLD, queue_depth: 2 }
     }
 }
 
@@ -191,10 +187,8 @@ impl Recorder {
         opts: RecorderOptions,
     ) -> Result<Recorder, RecorderError> {
         opts.validate()?;
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| RecorderError::NoRuntime(e.to_string()))?;
-        let file = File::create(&path)
-            .map_err(|source| RecorderError::Create { path: path.clone(), source })?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| RecorderError::NoRuntime(e.to_string()))?;
+        let file = File::create(&path).map_err(|source| RecorderError::Create { path: path.clone(), source })?;
         let (frames_tx, frames_rx) = mpsc::channel(opts.queue_depth);
         let (done_tx, done_rx) = oneshot::channel();
         let encoder_path = path.clone();
@@ -208,13 +202,7 @@ impl Recorder {
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         let progress = Arc::new(Progress::default());
-        let sampler = Sampler {
-            source,
-            opts,
-            path: path.clone(),
-            progress: progress.clone(),
-            frames: frames_tx,
-        };
+        let sampler = Sampler { source, opts, path: path.clone(), progress: progress.clone(), frames: frames_tx };
         tracing::debug!(path = %path.display(), "recording started");
         let task = runtime.spawn(sampler.run(stop_rx, done_rx));
         Ok(Recorder { path, progress, stop: Some(stop_tx), task: Some(task) })
@@ -362,9 +350,7 @@ fn encode_frames(
                     && let Some(file) = file.take()
                 {
                     let out = BufWriter::with_capacity(256 * 1024, file);
-                    writer = Some(
-                        GifWriter::new(out, frame.width(), frame.height()).map_err(write_error)?,
-                    );
+                    writer = Some(GifWriter::new(out, frame.width(), frame.height()).map_err(write_error)?);
                 }
                 if let Some(writer) = writer.as_mut() {
                     writer.push(&frame, at).map_err(write_error)?;
@@ -383,17 +369,9 @@ fn encode_frames(
     };
     let (width, height) = (writer.width(), writer.height());
     let finished = writer.finish(end).map_err(write_error)?;
-    let file = finished
-        .output
-        .into_inner()
-        .map_err(|e| write_error(GifWriteError::Io(e.into_error())))?;
+    let file = finished.output.into_inner().map_err(|e| write_error(GifWriteError::Io(e.into_error())))?;
     let mut file = file;
     file.flush().map_err(|e| write_error(GifWriteError::Io(e)))?;
     file.sync_data().map_err(|e| write_error(GifWriteError::Io(e)))?;
-    Ok(EncoderOutcome {
-        width,
-        height,
-        writer: finished.stats,
-        cpu: thread_cpu_time().saturating_sub(cpu_start),
-    })
+    Ok(EncoderOutcome { width, height, writer: finished.stats, cpu: thread_cpu_time().saturating_sub(cpu_start) })
 }

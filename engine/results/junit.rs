@@ -32,7 +32,10 @@ pub fn render(s: &Summary) -> String {
     for (k, v) in [("scenario", &s.scenario), ("os", &s.os), ("backend", &s.backend), ("file", &s.file)] {
         out.push_str(&format!("      <property name=\"{k}\" value=\"{}\"/>\n", esc(v)));
     }
-    out.push_str(&format!("      <property name=\"verdict\" value=\"{}\"/>\n", esc(&format!("{:?}", s.verdict).to_lowercase())));
+    out.push_str(&format!(
+        "      <property name=\"verdict\" value=\"{}\"/>\n",
+        esc(&format!("{:?}", s.verdict).to_lowercase())
+    ));
     out.push_str("    </properties>\n");
     for step in &s.steps {
         let name = format!("{:03} {}{}", step.step, if step.cleanup { "cleanup: " } else { "" }, step.label);

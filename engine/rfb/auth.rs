@@ -67,20 +67,12 @@ mod tests {
     #[test]
     fn challenge_response_matches_openssl_des() {
         let response = challenge_response("password", b"0123456789abcdef");
-        let expected: [u8; 16] = [
-            0x56, 0x45, 0xab, 0xeb, 0x5f, 0x1e, 0x64, 0x75, 0xe8, 0xfe, 0xb1, 0x1b, 0xeb, 0x66,
-            0xea, 0x19,
-        ];
+        let expected: [u8; 16] =
+            [0x56, 0x45, 0xab, 0xeb, 0x5f, 0x1e, 0x64, 0x75, 0xe8, 0xfe, 0xb1, 0x1b, 0xeb, 0x66, 0xea, 0x19];
         assert_eq!(response, expected);
         // Only the first 8 bytes of the password are used.
-        assert_eq!(
-            challenge_response("password-and-more", b"0123456789abcdef"),
-            expected
-        );
-        assert_ne!(
-            challenge_response("passwore", b"0123456789abcdef"),
-            expected
-        );
+        assert_eq!(challenge_response("password-and-more", b"0123456789abcdef"), expected);
+        assert_ne!(challenge_response("passwore", b"0123456789abcdef"), expected);
     }
 
     /// The password file must be exactly what TigerVNC's own tool writes.
@@ -100,11 +92,7 @@ mod tests {
             }
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success());
-            assert_eq!(
-                out.stdout,
-                vnc_password_file(password),
-                "password {password:?}"
-            );
+            assert_eq!(out.stdout, vnc_password_file(password), "password {password:?}");
         }
     }
 }

@@ -51,18 +51,8 @@ pub(crate) struct PendingCapture {
 
 impl PendingCapture {
     /// A capture of a `size` screen whose cut-off is not known yet.
-    pub fn new(
-        id: u64,
-        size: (u32, u32),
-        events: mpsc::UnboundedSender<CaptureEvent>,
-    ) -> PendingCapture {
-        PendingCapture {
-            id,
-            offset: None,
-            deferred: Vec::new(),
-            coverage: Coverage::new(size.0, size.1),
-            events,
-        }
+    pub fn new(id: u64, size: (u32, u32), events: mpsc::UnboundedSender<CaptureEvent>) -> PendingCapture {
+        PendingCapture { id, offset: None, deferred: Vec::new(), coverage: Coverage::new(size.0, size.1), events }
     }
 
     /// Mark the rectangles of one fresh update; true when a DesktopSize
@@ -106,10 +96,7 @@ pub(crate) enum Started {
 impl Shared {
     /// Register a capture before its request is written: updates finished
     /// meanwhile are deferred until [`Shared::start_capture`] knows the offset.
-    pub fn register_capture(
-        &self,
-        events: mpsc::UnboundedSender<CaptureEvent>,
-    ) -> Result<u64, RfbError> {
+    pub fn register_capture(&self, events: mpsc::UnboundedSender<CaptureEvent>) -> Result<u64, RfbError> {
         let mut st = self.lock();
         if let Some(reason) = &st.disconnected {
             return Err(RfbError::disconnected(reason.clone()));
@@ -166,10 +153,7 @@ impl CaptureGuard<'_> {
     /// Fraction of the screen covered so far and the screen size, if pending.
     pub fn progress(&self) -> Option<(f64, (u32, u32))> {
         let st = self.shared.lock();
-        st.captures
-            .iter()
-            .find(|c| c.id == self.id)
-            .map(|c| (c.coverage.fraction(), c.coverage.size()))
+        st.captures.iter().find(|c| c.id == self.id).map(|c| (c.coverage.fraction(), c.coverage.size()))
     }
 }
 

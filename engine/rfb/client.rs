@@ -77,12 +77,7 @@ impl Default for ConnectOptions {
             password: None,
             timeout: Duration::from_secs(10),
             // ZRLE first: QEMU uses the first encoding it knows.
-            encodings: vec![
-                Encoding::Zrle,
-                Encoding::CopyRect,
-                Encoding::Raw,
-                Encoding::DesktopSize,
-            ],
+            encodings: vec![Encoding::Zrle, Encoding::CopyRect, Encoding::Raw, Encoding::DesktopSize],
         }
     }
 }
@@ -120,11 +115,7 @@ impl Drop for Inner {
 
 impl std::fmt::Debug for VncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "VncClient({}, {:?})",
-            self.inner.label, self.inner.info.name
-        )
+        write!(f, "VncClient({}, {:?})", self.inner.label, self.inner.info.name)
     }
 }
 
@@ -132,10 +123,7 @@ impl VncClient {
     /// Connect to `endpoint`, run the handshake, start the session and wait
     /// for the first full framebuffer update (so [`VncClient::snapshot`] is the
     /// real screen from the start).
-    pub async fn connect(
-        endpoint: &Endpoint,
-        opts: &ConnectOptions,
-    ) -> Result<VncClient, RfbError> {
+    pub async fn connect(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<VncClient, RfbError> {
         let stream = transport::connect(endpoint, opts.timeout).await?;
         VncClient::connect_stream(stream, &endpoint.to_string(), opts).await
     }
@@ -147,20 +135,13 @@ impl VncClient {
         label: &str,
         opts: &ConnectOptions,
     ) -> Result<VncClient, RfbError> {
-        let (stream, info) = match tokio::time::timeout(
-            opts.timeout,
-            handshake::handshake(stream, opts.password.as_deref()),
-        )
-        .await
-        {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RfbError::timeout(
-                    format!("the RFB handshake with {label}"),
-                    opts.timeout,
-                ));
-            }
-        };
+        let (stream, info) =
+            match tokio::time::timeout(opts.timeout, handshake::handshake(stream, opts.password.as_deref())).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(RfbError::timeout(format!("the RFB handshake with {label}"), opts.timeout));
+                }
+            };
         let size = (u32::from(info.width), u32::from(info.height));
         let work = Framebuffer::new(size.0, size.1)?;
         let (read_half, mut write_half) = tokio::io::split(stream);
@@ -185,15 +166,12 @@ impl VncClient {
             }),
         };
         let deadline = Instant::now() + opts.timeout;
-        client
-            .await_capture(initial.id, initial.events, false, deadline, opts.timeout)
-            .await
-            .map_err(|e| match e {
-                RfbError::Timeout { after, .. } => {
-                    RfbError::timeout(format!("the first framebuffer update from {label}"), after)
-                }
-                other => other,
-            })?;
+        client.await_capture(initial.id, initial.events, false, deadline, opts.timeout).await.map_err(|e| match e {
+            RfbError::Timeout { after, .. } => {
+                RfbError::timeout(format!("the first framebuffer update from {label}"), after)
+            }
+            other => other,
+        })?;
         Ok(client)
     }
 
@@ -234,9 +212,7 @@ impl VncClient {
     pub fn stats(&self) -> ClientStats {
         let shared = &self.inner.shared;
         let mut stats = shared.lock().stats.clone();
-        stats.bytes_received = shared
-            .bytes_received
-            .load(std::sync::atomic::Ordering::SeqCst);
+        stats.bytes_received = shared.bytes_received.load(std::sync::atomic::Ordering::SeqCst);
         stats
     }
 
@@ -253,8 +229,7 @@ impl VncClient {
             .map_err(|_| RfbError::timeout("the previous capture on this connection", timeout))?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let id = self.inner.shared.register_capture(events_tx)?;
-        self.await_capture(id, events, true, deadline, timeout)
-            .await
+        self.await_capture(id, events, true, deadline, timeout).await
     }
 
     /// Drive capture `id` to its end: send its request (unless already
@@ -299,16 +274,12 @@ impl VncClient {
             Ok(result) => result,
             Err(_) => {
                 let progress = match guard.progress() {
-                    Some((fraction, (w, h))) => format!(
-                        "updates sent after the request covered {:.1}% of the {w}x{h} screen",
-                        fraction * 100.0
-                    ),
+                    Some((fraction, (w, h))) => {
+                        format!("updates sent after the request covered {:.1}% of the {w}x{h} screen", fraction * 100.0)
+                    }
                     None => "the capture is no longer pending".to_string(),
                 };
-                Err(RfbError::timeout(
-                    format!("a fresh frame from {} ({progress})", self.inner.label),
-                    timeout,
-                ))
+                Err(RfbError::timeout(format!("a fresh frame from {} ({progress})", self.inner.label), timeout))
             }
         }
     }
@@ -316,33 +287,21 @@ impl VncClient {
     /// Press (`down`) or release a key, by X11 keysym.
     pub async fn key(&self, keysym: u32, down: bool) -> Result<(), RfbError> {
         let message = ClientMessage::KeyEvent { down, keysym }.encode();
-        self.inner
-            .shared
-            .write(message, "a KeyEvent")
-            .await
-            .map(|_| ())
+        self.inner.shared.write(message, "a KeyEvent").await.map(|_| ())
     }
 
     /// Move the pointer to (x, y) with `buttons` held (bit 0 left, 1 middle,
     /// 2 right, 3/4 wheel up/down).
     pub async fn pointer(&self, x: u16, y: u16, buttons: u8) -> Result<(), RfbError> {
         let message = ClientMessage::PointerEvent { buttons, x, y }.encode();
-        self.inner
-            .shared
-            .write(message, "a PointerEvent")
-            .await
-            .map(|_| ())
+        self.inner.shared.write(message, "a PointerEvent").await.map(|_| ())
     }
 
     /// Put `text` in the server's clipboard (Latin-1; other characters
     /// become `?`).
     pub async fn cut_text(&self, text: &str) -> Result<(), RfbError> {
         let message = ClientMessage::ClientCutText(protocol::latin1(text)).encode();
-        self.inner
-            .shared
-            .write(message, "ClientCutText")
-            .await
-            .map(|_| ())
+        self.inner.shared.write(message, "ClientCutText").await.map(|_| ())
     }
 
     /// End the session and close the connection: pending captures fail, and

@@ -68,11 +68,7 @@ impl Coverage {
     /// Fraction covered, for error messages.
     pub fn fraction(&self) -> f64 {
         let total = u64::from(self.width) * u64::from(self.height);
-        if total == 0 {
-            1.0
-        } else {
-            1.0 - self.remaining as f64 / total as f64
-        }
+        if total == 0 { 1.0 } else { 1.0 - self.remaining as f64 / total as f64 }
     }
 }
 

@@ -58,17 +58,11 @@ pub enum RfbError {
 
 impl RfbError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> RfbError {
-        RfbError::Io {
-            context: context.into(),
-            source,
-        }
+        RfbError::Io { context: context.into(), source }
     }
 
     pub(crate) fn protocol(place: impl Into<String>, what: impl Into<String>) -> RfbError {
-        RfbError::Protocol {
-            place: place.into(),
-            what: what.into(),
-        }
+        RfbError::Protocol { place: place.into(), what: what.into() }
     }
 
     pub(crate) fn unsupported(what: impl Into<String>) -> RfbError {
@@ -80,15 +74,10 @@ impl RfbError {
     }
 
     pub(crate) fn timeout(awaited: impl Into<String>, after: Duration) -> RfbError {
-        RfbError::Timeout {
-            awaited: awaited.into(),
-            after,
-        }
+        RfbError::Timeout { awaited: awaited.into(), after }
     }
 
     pub(crate) fn disconnected(reason: impl Into<String>) -> RfbError {
-        RfbError::Disconnected {
-            reason: reason.into(),
-        }
+        RfbError::Disconnected { reason: reason.into() }
     }
 }

@@ -50,11 +50,7 @@ impl Framebuffer {
     /// A black framebuffer.
     pub fn new(width: u32, height: u32) -> Result<Framebuffer, RfbError> {
         check_size(width, height)?;
-        Ok(Framebuffer {
-            width,
-            height,
-            pixels: black(width, height),
-        })
+        Ok(Framebuffer { width, height, pixels: black(width, height) })
     }
 
     pub fn width(&self) -> u32 {
@@ -161,11 +157,8 @@ impl Framebuffer {
             return Ok(());
         }
         // Walk rows in the direction that never reads an already-written row.
-        let rows: Box<dyn Iterator<Item = u32>> = if src.y < dst.y {
-            Box::new((0..dst.h).rev())
-        } else {
-            Box::new(0..dst.h)
-        };
+        let rows: Box<dyn Iterator<Item = u32>> =
+            if src.y < dst.y { Box::new((0..dst.h).rev()) } else { Box::new(0..dst.h) };
         for row in rows {
             let from = self.offset(src.x, src.y + row);
             let to = self.offset(dst.x, dst.y + row);
@@ -215,8 +208,7 @@ mod tests {
         let mut fb = Framebuffer::new(w, h).unwrap();
         for y in 0..h {
             for x in 0..w {
-                fb.fill(Rect::new(x, y, 1, 1), [x as u8, y as u8, 7])
-                    .unwrap();
+                fb.fill(Rect::new(x, y, 1, 1), [x as u8, y as u8, 7]).unwrap();
             }
         }
         fb
@@ -224,12 +216,7 @@ mod tests {
 
     fn px(fb: &Framebuffer, x: u32, y: u32) -> [u8; 4] {
         let i = fb.offset(x, y);
-        [
-            fb.pixels[i],
-            fb.pixels[i + 1],
-            fb.pixels[i + 2],
-            fb.pixels[i + 3],
-        ]
+        [fb.pixels[i], fb.pixels[i + 1], fb.pixels[i + 2], fb.pixels[i + 3]]
     }
 
     #[test]
@@ -269,14 +256,8 @@ mod tests {
             }
         }
         let mut fb = numbered(6, 5);
-        assert!(
-            fb.copy_rect(Point::new(4, 0), Rect::new(0, 0, 3, 1))
-                .is_err()
-        );
-        assert!(
-            fb.copy_rect(Point::new(0, 0), Rect::new(5, 0, 3, 1))
-                .is_err()
-        );
+        assert!(fb.copy_rect(Point::new(4, 0), Rect::new(0, 0, 3, 1)).is_err());
+        assert!(fb.copy_rect(Point::new(0, 0), Rect::new(5, 0, 3, 1)).is_err());
     }
 
     #[test]

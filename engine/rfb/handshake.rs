@@ -13,8 +13,8 @@ use tracing::debug;
 use crate::rfb::auth;
 use crate::rfb::error::RfbError;
 use crate::rfb::protocol::{
-    self, MAX_NAME_LEN, MAX_REASON_LEN, PixelFormat, ProtocolVersion, SERVER_INIT_LEN,
-    SecurityType, ServerInitHeader, VERSION_LEN,
+    self, MAX_NAME_LEN, MAX_REASON_LEN, PixelFormat, ProtocolVersion, SERVER_INIT_LEN, SecurityType, ServerInitHeader,
+    VERSION_LEN,
 };
 use crate::rfb::transport::{BoxedStream, ByteStream};
 
@@ -30,70 +30,40 @@ pub struct ServerInfo {
     pub name: String,
 }
 
-async fn read_array<const N: usize, S: AsyncRead + Unpin>(
-    stream: &mut S,
-    what: &str,
-) -> Result<[u8; N], RfbError> {
+async fn read_array<const N: usize, S: AsyncRead + Unpin>(stream: &mut S, what: &str) -> Result<[u8; N], RfbError> {
     let mut buf = [0u8; N];
-    stream
-        .read_exact(&mut buf)
-        .await
-        .map_err(|e| read_error(what, e))?;
+    stream.read_exact(&mut buf).await.map_err(|e| read_error(what, e))?;
     Ok(buf)
 }
 
 fn read_error(what: &str, e: std::io::Error) -> RfbError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        RfbError::disconnected(format!(
-            "the server closed the connection while we waited for {what}"
-        ))
+        RfbError::disconnected(format!("the server closed the connection while we waited for {what}"))
     } else {
         RfbError::io(format!("reading {what}"), e)
     }
 }
 
-async fn write_all<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    bytes: &[u8],
-    what: &str,
-) -> Result<(), RfbError> {
-    stream
-        .write_all(bytes)
-        .await
-        .map_err(|e| RfbError::io(format!("sending {what}"), e))?;
-    stream
-        .flush()
-        .await
-        .map_err(|e| RfbError::io(format!("sending {what}"), e))
+async fn write_all<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8], what: &str) -> Result<(), RfbError> {
+    stream.write_all(bytes).await.map_err(|e| RfbError::io(format!("sending {what}"), e))?;
+    stream.flush().await.map_err(|e| RfbError::io(format!("sending {what}"), e))
 }
 
 /// Read a length-prefixed string (U32 length, bytes), refusing absurd lengths.
-async fn read_string<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    what: &str,
-    max: u32,
-) -> Result<String, RfbError> {
+async fn read_string<S: AsyncRead + Unpin>(stream: &mut S, what: &str, max: u32) -> Result<String, RfbError> {
     let len = u32::from_be_bytes(read_array::<4, _>(stream, what).await?);
     if len > max {
-        return Err(RfbError::limit(format!(
-            "{what} of {len} bytes (at most {max} accepted)"
-        )));
+        return Err(RfbError::limit(format!("{what} of {len} bytes (at most {max} accepted)")));
     }
     let mut bytes = vec![0u8; len as usize];
-    stream
-        .read_exact(&mut bytes)
-        .await
-        .map_err(|e| read_error(what, e))?;
+    stream.read_exact(&mut bytes).await.map_err(|e| read_error(what, e))?;
     Ok(protocol::decode_text(&bytes))
 }
 
 /// Which security type to use among those offered: None when offered and no
 /// password is given (or VNC auth is not offered), VNC authentication when a
 /// password is given, else an error naming what the server wanted.
-pub fn choose_security(
-    offered: &[SecurityType],
-    password: Option<&str>,
-) -> Result<SecurityType, RfbError> {
+pub fn choose_security(offered: &[SecurityType], password: Option<&str>) -> Result<SecurityType, RfbError> {
     let has_none = offered.contains(&SecurityType::None);
     let has_vnc = offered.contains(&SecurityType::VncAuth);
     match (has_none, has_vnc, password.is_some()) {
@@ -121,10 +91,7 @@ pub async fn handshake<S: ByteStream + 'static>(
     Ok((stream, info))
 }
 
-async fn negotiate(
-    stream: &mut BoxedStream,
-    password: Option<&str>,
-) -> Result<ServerInfo, RfbError> {
+async fn negotiate(stream: &mut BoxedStream, password: Option<&str>) -> Result<ServerInfo, RfbError> {
     let greeting: [u8; VERSION_LEN] = read_array(stream, "the server's ProtocolVersion").await?;
     let (major, minor) = ProtocolVersion::parse(&greeting)?;
     let version = ProtocolVersion::negotiate(major, minor)?;
@@ -147,10 +114,7 @@ async fn negotiate(
                 SecurityType::VncAuth
             }
             other => {
-                return Err(RfbError::protocol(
-                    "security type (RFB 3.3)",
-                    format!("{other} is not one of 0, 1, 2"),
-                ));
+                return Err(RfbError::protocol("security type (RFB 3.3)", format!("{other} is not one of 0, 1, 2")));
             }
         }
     } else {
@@ -160,10 +124,7 @@ async fn negotiate(
             return Err(RfbError::Refused { reason });
         }
         let mut types = vec![0u8; usize::from(count)];
-        stream
-            .read_exact(&mut types)
-            .await
-            .map_err(|e| read_error("the security types", e))?;
+        stream.read_exact(&mut types).await.map_err(|e| read_error("the security types", e))?;
         let offered: Vec<SecurityType> = types.into_iter().map(SecurityType::from_u8).collect();
         let chosen = choose_security(&offered, password)?;
         debug!(?offered, ?chosen, "security type");
@@ -174,8 +135,7 @@ async fn negotiate(
     match security {
         SecurityType::VncAuth => {
             let password = password.ok_or(RfbError::AuthRequired)?;
-            let challenge: [u8; auth::CHALLENGE_LEN] =
-                read_array(stream, "the VNC authentication challenge").await?;
+            let challenge: [u8; auth::CHALLENGE_LEN] = read_array(stream, "the VNC authentication challenge").await?;
             let response = auth::challenge_response(password, &challenge);
             write_all(stream, &response, "the VNC authentication response").await?;
             read_security_result(stream, version).await?;
@@ -187,10 +147,7 @@ async fn negotiate(
             }
         }
         other => {
-            return Err(RfbError::unsupported(format!(
-                "security type {}",
-                other.name()
-            )));
+            return Err(RfbError::unsupported(format!("security type {}", other.name())));
         }
     }
 
@@ -206,10 +163,7 @@ async fn negotiate(
         )));
     }
     let mut name = vec![0u8; header.name_len as usize];
-    stream
-        .read_exact(&mut name)
-        .await
-        .map_err(|e| read_error("the desktop name", e))?;
+    stream.read_exact(&mut name).await.map_err(|e| read_error("the desktop name", e))?;
     let info = ServerInfo {
         version,
         security,
@@ -224,10 +178,7 @@ async fn negotiate(
 
 /// SecurityResult: 0 is OK; otherwise 3.8 sends a reason string, older
 /// versions just close the connection.
-async fn read_security_result<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    version: ProtocolVersion,
-) -> Result<(), RfbError> {
+async fn read_security_result<S: AsyncRead + Unpin>(stream: &mut S, version: ProtocolVersion) -> Result<(), RfbError> {
     let status = u32::from_be_bytes(read_array::<4, _>(stream, "SecurityResult").await?);
     if status == 0 {
         return Ok(());
@@ -248,19 +199,10 @@ mod tests {
     fn security_choice() {
         use SecurityType::*;
         assert_eq!(choose_security(&[None], Option::None).unwrap(), None);
-        assert_eq!(
-            choose_security(&[None, VncAuth], Option::None).unwrap(),
-            None
-        );
-        assert_eq!(
-            choose_security(&[None, VncAuth], Some("pw")).unwrap(),
-            VncAuth
-        );
+        assert_eq!(choose_security(&[None, VncAuth], Option::None).unwrap(), None);
+        assert_eq!(choose_security(&[None, VncAuth], Some("pw")).unwrap(), VncAuth);
         assert_eq!(choose_security(&[None], Some("pw")).unwrap(), None);
-        assert!(matches!(
-            choose_security(&[VncAuth], Option::None),
-            Err(RfbError::AuthRequired)
-        ));
+        assert!(matches!(choose_security(&[VncAuth], Option::None), Err(RfbError::AuthRequired)));
         let err = choose_security(&[Other(19), Other(18)], Some("pw")).unwrap_err();
         assert!(matches!(err, RfbError::Unsupported { .. }));
         assert!(err.to_string().contains("VeNCrypt (19)"), "{err}");

@@ -47,18 +47,13 @@ impl ProtocolVersion {
     /// Parse a ProtocolVersion message into (major, minor).
     pub fn parse(bytes: &[u8; VERSION_LEN]) -> Result<(u32, u32), RfbError> {
         let bad = || {
-            RfbError::protocol(
-                "ProtocolVersion",
-                format!("not an RFB greeting: {:?}", String::from_utf8_lossy(bytes)),
-            )
+            RfbError::protocol("ProtocolVersion", format!("not an RFB greeting: {:?}", String::from_utf8_lossy(bytes)))
         };
         if &bytes[..4] != b"RFB " || bytes[7] != b'.' || bytes[11] != b'\n' {
             return Err(bad());
         }
         let number = |digits: &[u8]| -> Option<u32> {
-            digits.iter().try_fold(0u32, |acc, &d| {
-                d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
-            })
+            digits.iter().try_fold(0u32, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0')))
         };
         let major = number(&bytes[4..7]).ok_or_else(bad)?;
         let minor = number(&bytes[8..11]).ok_or_else(bad)?;
@@ -338,13 +333,7 @@ impl ClientMessage {
                 }
                 b
             }
-            ClientMessage::FramebufferUpdateRequest {
-                incremental,
-                x,
-                y,
-                width,
-                height,
-            } => {
+            ClientMessage::FramebufferUpdateRequest { incremental, x, y, width, height } => {
                 let mut b = vec![3, u8::from(*incremental)];
                 for v in [x, y, width, height] {
                     b.extend_from_slice(&v.to_be_bytes());
@@ -423,26 +412,13 @@ impl ClientMessage {
                 if !need(8) {
                     return Ok(None);
                 }
-                (
-                    ClientMessage::KeyEvent {
-                        down: buf[1] != 0,
-                        keysym: u32_at(4),
-                    },
-                    8,
-                )
+                (ClientMessage::KeyEvent { down: buf[1] != 0, keysym: u32_at(4) }, 8)
             }
             5 => {
                 if !need(6) {
                     return Ok(None);
                 }
-                (
-                    ClientMessage::PointerEvent {
-                        buttons: buf[1],
-                        x: u16_at(2),
-                        y: u16_at(4),
-                    },
-                    6,
-                )
+                (ClientMessage::PointerEvent { buttons: buf[1], x: u16_at(2), y: u16_at(4) }, 6)
             }
             6 => {
                 if !need(8) {
@@ -458,10 +434,7 @@ impl ClientMessage {
                 (ClientMessage::ClientCutText(buf[8..8 + n].to_vec()), 8 + n)
             }
             other => {
-                return Err(RfbError::protocol(
-                    "client message",
-                    format!("unknown message type {other}"),
-                ));
+                return Err(RfbError::protocol("client message", format!("unknown message type {other}")));
             }
         };
         Ok(Some(msg))
@@ -470,9 +443,7 @@ impl ClientMessage {
 
 /// Encode text for ClientCutText: Latin-1, characters outside it become `?`.
 pub fn latin1(text: &str) -> Vec<u8> {
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
-        .collect()
+    text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')).collect()
 }
 
 /// Server message types (RFC 6143 section 7.6).
@@ -547,17 +518,9 @@ mod tests {
             ((2, 9), None),
         ];
         for ((major, minor), want) in cases {
-            assert_eq!(
-                ProtocolVersion::negotiate(major, minor).ok(),
-                want,
-                "{major}.{minor}"
-            );
+            assert_eq!(ProtocolVersion::negotiate(major, minor).ok(), want, "{major}.{minor}");
         }
-        for v in [
-            ProtocolVersion::V3_3,
-            ProtocolVersion::V3_7,
-            ProtocolVersion::V3_8,
-        ] {
+        for v in [ProtocolVersion::V3_3, ProtocolVersion::V3_7, ProtocolVersion::V3_8] {
             let (major, minor) = ProtocolVersion::parse(&v.encode()).unwrap();
             assert_eq!(ProtocolVersion::negotiate(major, minor).unwrap(), v);
         }
@@ -585,12 +548,7 @@ mod tests {
 
     #[test]
     fn server_init_round_trip() {
-        let h = ServerInitHeader {
-            width: 1280,
-            height: 720,
-            pixel_format: PixelFormat::RGBX,
-            name_len: 7,
-        };
+        let h = ServerInitHeader { width: 1280, height: 720, pixel_format: PixelFormat::RGBX, name_len: 7 };
         let b = h.encode();
         assert_eq!(&b[..4], &[5, 0, 2, 208]);
         assert_eq!(ServerInitHeader::decode(&b), h);
@@ -601,22 +559,9 @@ mod tests {
         let messages = vec![
             ClientMessage::SetPixelFormat(PixelFormat::RGBX),
             ClientMessage::SetEncodings(vec![16, 1, 0, -223]),
-            ClientMessage::FramebufferUpdateRequest {
-                incremental: true,
-                x: 1,
-                y: 2,
-                width: 1280,
-                height: 720,
-            },
-            ClientMessage::KeyEvent {
-                down: true,
-                keysym: 0xffe1,
-            },
-            ClientMessage::PointerEvent {
-                buttons: 5,
-                x: 640,
-                y: 65535,
-            },
+            ClientMessage::FramebufferUpdateRequest { incremental: true, x: 1, y: 2, width: 1280, height: 720 },
+            ClientMessage::KeyEvent { down: true, keysym: 0xffe1 },
+            ClientMessage::PointerEvent { buttons: 5, x: 640, y: 65535 },
             ClientMessage::ClientCutText(latin1("héllo ✓")),
         ];
         let mut stream = Vec::new();
@@ -630,15 +575,9 @@ mod tests {
         for m in &messages {
             // Every strict prefix asks for more bytes.
             for cut in pos..pos + m.encode().len() {
-                assert!(
-                    ClientMessage::decode(&stream[pos..cut], 1 << 20)
-                        .unwrap()
-                        .is_none()
-                );
+                assert!(ClientMessage::decode(&stream[pos..cut], 1 << 20).unwrap().is_none());
             }
-            let (decoded, used) = ClientMessage::decode(&stream[pos..], 1 << 20)
-                .unwrap()
-                .unwrap();
+            let (decoded, used) = ClientMessage::decode(&stream[pos..], 1 << 20).unwrap().unwrap();
             assert_eq!(&decoded, m);
             pos += used;
         }
@@ -650,10 +589,7 @@ mod tests {
 
     #[test]
     fn rect_header_round_trip() {
-        let h = RectHeader {
-            rect: Rect::new(10, 20, 300, 400),
-            encoding: Encoding::DesktopSize,
-        };
+        let h = RectHeader { rect: Rect::new(10, 20, 300, 400), encoding: Encoding::DesktopSize };
         let b = h.encode();
         assert_eq!(b, [0, 10, 0, 20, 1, 44, 1, 144, 0xff, 0xff, 0xff, 0x21]);
         assert_eq!(RectHeader::decode(&b), h);

@@ -34,9 +34,7 @@ use crate::rfb::capture::{CaptureEvent, PendingCapture, Progress};
 use crate::rfb::encodings::{DecodeStatus, Decoders};
 use crate::rfb::error::RfbError;
 use crate::rfb::framebuffer::Framebuffer;
-use crate::rfb::protocol::{
-    ClientMessage, Encoding, MAX_CUT_TEXT_LEN, RECT_HEADER_LEN, RectHeader, server_message,
-};
+use crate::rfb::protocol::{ClientMessage, Encoding, MAX_CUT_TEXT_LEN, RECT_HEADER_LEN, RectHeader, server_message};
 use crate::rfb::transport::BoxedStream;
 
 /// Read buffer of the pump.
@@ -86,9 +84,7 @@ impl Shared {
     /// The state; a poisoned lock is taken over (critical sections only assign
     /// whole values, so the state stays consistent).
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn disconnected_error(&self) -> RfbError {
@@ -124,27 +120,13 @@ impl Shared {
     pub async fn write(&self, bytes: Vec<u8>, what: &'static str) -> Result<u64, RfbError> {
         self.check_connected()?;
         let (done, written) = oneshot::channel();
-        self.writer
-            .send(WriteJob {
-                bytes,
-                what,
-                done: Some(done),
-            })
-            .await
-            .map_err(|_| self.disconnected_error())?;
+        self.writer.send(WriteJob { bytes, what, done: Some(done) }).await.map_err(|_| self.disconnected_error())?;
         written.await.map_err(|_| self.disconnected_error())?
     }
 
     /// Queue `bytes` for writing without waiting.
     async fn write_later(&self, bytes: Vec<u8>, what: &'static str) -> Result<(), RfbError> {
-        self.writer
-            .send(WriteJob {
-                bytes,
-                what,
-                done: None,
-            })
-            .await
-            .map_err(|_| self.disconnected_error())
+        self.writer.send(WriteJob { bytes, what, done: None }).await.map_err(|_| self.disconnected_error())
     }
 }
 
@@ -161,13 +143,8 @@ pub(crate) async fn write_message(
     };
     match tokio::time::timeout(timeout, write).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(RfbError::disconnected(format!(
-            "sending {what} failed: {e}"
-        ))),
-        Err(_) => Err(RfbError::timeout(
-            format!("the server to accept {what}"),
-            timeout,
-        )),
+        Ok(Err(e)) => Err(RfbError::disconnected(format!("sending {what} failed: {e}"))),
+        Err(_) => Err(RfbError::timeout(format!("the server to accept {what}"), timeout)),
     }
 }
 
@@ -221,39 +198,19 @@ pub(crate) fn start(
     });
     let (pump_tx, pump_rx) = mpsc::channel(PUMP_QUEUE);
     let (updates_tx, updates_rx) = watch::channel(0);
-    let writer = tokio::spawn(writer_task(
-        write_half,
-        writer_rx,
-        shared.clone(),
-        io_timeout,
-    ));
+    let writer = tokio::spawn(writer_task(write_half, writer_rx, shared.clone(), io_timeout));
     let pump = tokio::spawn(pump_task(read_half, pump_tx, shared.clone()));
     let reader = Reader {
         shared: shared.clone(),
-        input: Input {
-            buf: Vec::new(),
-            pos: 0,
-            offset: 0,
-            rx: pump_rx,
-        },
+        input: Input { buf: Vec::new(), pos: 0, offset: 0, rx: pump_rx },
         decoders: Decoders::new(),
         work,
         updates_tx,
     };
     let reader = tokio::spawn(reader.run());
-    *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![
-        pump.abort_handle(),
-        reader.abort_handle(),
-        writer.abort_handle(),
-    ];
-    (
-        shared,
-        updates_rx,
-        InitialFrame {
-            id: 0,
-            events: initial_rx,
-        },
-    )
+    *shared.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
+        vec![pump.abort_handle(), reader.abort_handle(), writer.abort_handle()];
+    (shared, updates_rx, InitialFrame { id: 0, events: initial_rx })
 }
 
 async fn writer_task(
@@ -287,11 +244,7 @@ async fn writer_task(
     }
 }
 
-async fn pump_task(
-    mut read_half: ReadHalf<BoxedStream>,
-    tx: mpsc::Sender<PumpItem>,
-    shared: Arc<Shared>,
-) {
+async fn pump_task(mut read_half: ReadHalf<BoxedStream>, tx: mpsc::Sender<PumpItem>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; PUMP_CHUNK];
     loop {
         let item = match read_half.read(&mut buf).await {
@@ -373,13 +326,8 @@ struct Reader {
 fn in_rect(err: RfbError, index: u16, header: &RectHeader) -> RfbError {
     let at = format!("rectangle {index} ({} at {})", header.encoding, header.rect);
     match err {
-        RfbError::Protocol { place, what } => RfbError::Protocol {
-            place: format!("{place}, {at}"),
-            what,
-        },
-        RfbError::LimitExceeded { what } => RfbError::LimitExceeded {
-            what: format!("{what} ({at})"),
-        },
+        RfbError::Protocol { place, what } => RfbError::Protocol { place: format!("{place}, {at}"), what },
+        RfbError::LimitExceeded { what } => RfbError::LimitExceeded { what: format!("{what} ({at})") },
         other => other,
     }
 }
@@ -406,13 +354,10 @@ impl Reader {
             match kind {
                 server_message::FRAMEBUFFER_UPDATE => self.read_update().await?,
                 server_message::SET_COLOUR_MAP_ENTRIES => {
-                    self.input
-                        .fill(server_message::SET_COLOUR_MAP_ENTRIES_LEN)
-                        .await?;
+                    self.input.fill(server_message::SET_COLOUR_MAP_ENTRIES_LEN).await?;
                     let h = self.input.available();
                     let count = u16::from_be_bytes([h[4], h[5]]);
-                    self.input
-                        .consume(server_message::SET_COLOUR_MAP_ENTRIES_LEN);
+                    self.input.consume(server_message::SET_COLOUR_MAP_ENTRIES_LEN);
                     self.input.skip(u64::from(count) * 6).await?;
                     debug!(count, "skipped SetColourMapEntries (true-colour session)");
                 }
@@ -436,10 +381,7 @@ impl Reader {
                 other => {
                     return Err(RfbError::protocol(
                         "server message",
-                        format!(
-                            "unknown message type {other} at stream offset {}",
-                            self.input.offset
-                        ),
+                        format!("unknown message type {other} at stream offset {}", self.input.offset),
                     ));
                 }
             }
@@ -448,9 +390,7 @@ impl Reader {
 
     async fn read_update(&mut self) -> Result<(), RfbError> {
         let start = self.input.offset;
-        self.input
-            .fill(server_message::FRAMEBUFFER_UPDATE_LEN)
-            .await?;
+        self.input.fill(server_message::FRAMEBUFFER_UPDATE_LEN).await?;
         let h = self.input.available();
         let count = u16::from_be_bytes([h[2], h[3]]);
         self.input.consume(server_message::FRAMEBUFFER_UPDATE_LEN);
@@ -476,10 +416,7 @@ impl Reader {
                         if total <= available.len() {
                             return Err(RfbError::protocol(
                                 format!("{} decoder", header.encoding),
-                                format!(
-                                    "asked for {total} bytes with {} buffered",
-                                    available.len()
-                                ),
+                                format!("asked for {total} bytes with {} buffered", available.len()),
                             ));
                         }
                         self.input.fill(total).await?;
@@ -493,11 +430,7 @@ impl Reader {
     }
 
     /// Publish a complete update, advance captures, request the next update.
-    async fn finish_update(
-        &mut self,
-        start: u64,
-        rects: Arc<[RectHeader]>,
-    ) -> Result<(), RfbError> {
+    async fn finish_update(&mut self, start: u64, rects: Arc<[RectHeader]>) -> Result<(), RfbError> {
         let size = (self.work.width(), self.work.height());
         let seq = {
             let mut guard = self.shared.lock();
@@ -537,9 +470,7 @@ impl Reader {
             st.seq
         };
         self.updates_tx.send_replace(seq);
-        self.shared
-            .write_later(full_request(true, size), "a FramebufferUpdateRequest")
-            .await
+        self.shared.write_later(full_request(true, size), "a FramebufferUpdateRequest").await
     }
 }
 
@@ -552,13 +483,7 @@ mod tests {
 
     fn solid_update(rect: Rect, rgb: [u8; 3]) -> Vec<u8> {
         let mut b = framebuffer_update_header(1).to_vec();
-        b.extend_from_slice(
-            &RectHeader {
-                rect,
-                encoding: Encoding::Raw,
-            }
-            .encode(),
-        );
+        b.extend_from_slice(&RectHeader { rect, encoding: Encoding::Raw }.encode());
         for _ in 0..rect.area() {
             b.extend_from_slice(&[rgb[0], rgb[1], rgb[2], 0]);
         }
@@ -574,16 +499,12 @@ mod tests {
         let stream: BoxedStream = Box::new(client_end);
         let (read_half, write_half) = tokio::io::split(stream);
         let work = Framebuffer::new(4, 2).unwrap();
-        let (shared, mut updates, _initial) =
-            start(read_half, write_half, work, Duration::from_secs(2));
+        let (shared, mut updates, _initial) = start(read_half, write_half, work, Duration::from_secs(2));
 
         let (tx, _events) = mpsc::unbounded_channel();
         let early = shared.register_capture(tx).unwrap();
         let cut = shared.bytes_received.load(Ordering::SeqCst);
-        server_end
-            .write_all(&solid_update(Rect::new(0, 0, 4, 2), [1, 2, 3]))
-            .await
-            .unwrap();
+        server_end.write_all(&solid_update(Rect::new(0, 0, 4, 2), [1, 2, 3])).await.unwrap();
         updates.changed().await.unwrap();
         match shared.start_capture(early, cut).unwrap() {
             Started::Complete(frame) => assert_eq!(frame.rgb(3, 1), [1, 2, 3]),
@@ -592,24 +513,12 @@ mod tests {
 
         let (tx, mut events) = mpsc::unbounded_channel();
         let late = shared.register_capture(tx).unwrap();
-        server_end
-            .write_all(&solid_update(Rect::new(0, 0, 4, 2), [4, 5, 6]))
-            .await
-            .unwrap();
+        server_end.write_all(&solid_update(Rect::new(0, 0, 4, 2), [4, 5, 6])).await.unwrap();
         updates.changed().await.unwrap();
         let cut = shared.bytes_received.load(Ordering::SeqCst);
-        assert!(matches!(
-            shared.start_capture(late, cut).unwrap(),
-            Started::Waiting
-        ));
-        server_end
-            .write_all(&solid_update(Rect::new(0, 0, 2, 2), [7, 8, 9]))
-            .await
-            .unwrap();
-        server_end
-            .write_all(&solid_update(Rect::new(2, 0, 2, 2), [7, 8, 9]))
-            .await
-            .unwrap();
+        assert!(matches!(shared.start_capture(late, cut).unwrap(), Started::Waiting));
+        server_end.write_all(&solid_update(Rect::new(0, 0, 2, 2), [7, 8, 9])).await.unwrap();
+        server_end.write_all(&solid_update(Rect::new(2, 0, 2, 2), [7, 8, 9])).await.unwrap();
         match events.recv().await {
             Some(CaptureEvent::Done(frame)) => {
                 assert_eq!(frame.rgb(0, 0), [7, 8, 9]);

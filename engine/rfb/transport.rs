@@ -29,10 +29,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     pub fn tcp(host: impl Into<String>, port: u16) -> Endpoint {
-        Endpoint::Tcp {
-            host: host.into(),
-            port,
-        }
+        Endpoint::Tcp { host: host.into(), port }
     }
 }
 
@@ -65,10 +62,7 @@ pub async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<BoxedStre
     match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err(source)) => Err(RfbError::io(format!("connecting to {endpoint}"), source)),
-        Err(_) => Err(RfbError::timeout(
-            format!("a connection to {endpoint}"),
-            timeout,
-        )),
+        Err(_) => Err(RfbError::timeout(format!("a connection to {endpoint}"), timeout)),
     }
 }
 
@@ -78,33 +72,17 @@ mod tests {
 
     #[test]
     fn endpoint_display() {
-        assert_eq!(
-            Endpoint::tcp("127.0.0.1", 5901).to_string(),
-            "127.0.0.1:5901"
-        );
+        assert_eq!(Endpoint::tcp("127.0.0.1", 5901).to_string(), "127.0.0.1:5901");
         assert_eq!(Endpoint::tcp("::1", 5901).to_string(), "[::1]:5901");
-        assert_eq!(
-            Endpoint::Unix("/tmp/v.sock".into()).to_string(),
-            "unix:/tmp/v.sock"
-        );
+        assert_eq!(Endpoint::Unix("/tmp/v.sock".into()).to_string(), "unix:/tmp/v.sock");
     }
 
     #[tokio::test]
     async fn connect_refused_is_io_error_naming_endpoint() {
         // Bind then drop to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let err = connect(&Endpoint::tcp("127.0.0.1", port), Duration::from_secs(2))
-            .await
-            .err()
-            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let err = connect(&Endpoint::tcp("127.0.0.1", port), Duration::from_secs(2)).await.err().unwrap();
         assert!(matches!(err, RfbError::Io { .. }), "{err}");
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
     }
 }

@@ -63,11 +63,8 @@ impl Checker {
 
     async fn ocr_check(&self, c: &OcrCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
         let region = checked_region(c.region, frame)?;
-        let found = self
-            .ocr
-            .find(frame, region, &text_query(&c.query))
-            .await
-            .map_err(|e| CheckError::Infra(e.to_string()))?;
+        let found =
+            self.ocr.find(frame, region, &text_query(&c.query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
         Ok(Evaluation {
             passed: found.found.is_some(),
             score: None,
@@ -147,28 +144,38 @@ impl Checker {
     }
 
     /// Find text on the screen for a click: the centre of the match.
-    pub async fn locate_text(&self, query: &TextMatch, region: Option<Rect>, frame: &Frame) -> Result<(Option<Rect>, String), CheckError> {
+    pub async fn locate_text(
+        &self,
+        query: &TextMatch,
+        region: Option<Rect>,
+        frame: &Frame,
+    ) -> Result<(Option<Rect>, String), CheckError> {
         let region = checked_region(region, frame)?;
-        let found = self
-            .ocr
-            .find(frame, region, &text_query(query))
-            .await
-            .map_err(|e| CheckError::Infra(e.to_string()))?;
+        let found =
+            self.ocr.find(frame, region, &text_query(query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
         Ok((found.found, found.text))
     }
 
     /// Find a reference image on the screen: the best match, its score, and
     /// whether it counts as found at `threshold`.
-    pub fn locate_image(&mut self, reference: &Reference, region: Option<Rect>, threshold: f64, frame: &Frame) -> Result<(Rect, f64, bool), CheckError> {
+    pub fn locate_image(
+        &mut self,
+        reference: &Reference,
+        region: Option<Rect>,
+        threshold: f64,
+        frame: &Frame,
+    ) -> Result<(Rect, f64, bool), CheckError> {
         let region = checked_region(region, frame)?;
         let path = reference_path(reference)?;
         if !path.is_file() {
             return Err(CheckError::Invalid(format!("image {} does not exist", display_path(&path))));
         }
         let needle = self.load_reference(&path)?;
-        let needle = vision::template::Needle::new(&needle).map_err(|e| CheckError::Invalid(format!("image {}: {e}", display_path(&path))))?;
+        let needle = vision::template::Needle::new(&needle)
+            .map_err(|e| CheckError::Invalid(format!("image {}: {e}", display_path(&path))))?;
         let options = vision::template::MatchOptions { region, threshold, ..Default::default() };
-        let m = vision::template::find_template(frame, &needle, &options).map_err(|e| CheckError::Invalid(e.to_string()))?;
+        let m = vision::template::find_template(frame, &needle, &options)
+            .map_err(|e| CheckError::Invalid(e.to_string()))?;
         Ok((m.rect, m.score, m.found))
     }
 }
@@ -180,18 +187,18 @@ fn reference_path(r: &Reference) -> Result<PathBuf, CheckError> {
 /// The region, checked against the screen: it must lie inside it.
 fn checked_region(region: Option<Rect>, frame: &Frame) -> Result<Option<Rect>, CheckError> {
     match region {
-        Some(r) if !frame.bounds().contains_rect(&r) => Err(CheckError::Invalid(format!(
-            "region {r} lies outside the {}x{} screen",
-            frame.width(),
-            frame.height()
-        ))),
+        Some(r) if !frame.bounds().contains_rect(&r) => {
+            Err(CheckError::Invalid(format!("region {r} lies outside the {}x{} screen", frame.width(), frame.height())))
+        }
         r => Ok(r),
     }
 }
 
 fn text_query(m: &TextMatch) -> vision::ocr::TextQuery {
     match m {
-        TextMatch::Contains { text, case_sensitive } => vision::ocr::TextQuery::Contains { text: text.clone(), case_sensitive: *case_sensitive },
+        TextMatch::Contains { text, case_sensitive } => {
+            vision::ocr::TextQuery::Contains { text: text.clone(), case_sensitive: *case_sensitive }
+        }
         TextMatch::Regex(r) => vision::ocr::TextQuery::Regex(r.clone()),
     }
 }

@@ -108,18 +108,31 @@ struct Attempt {
     frame: Option<Frame>,
 }
 
+/// What a runner works with.
+pub struct RunnerParts<'a> {
+    pub plan: &'a Plan,
+    pub screen: Screen,
+    pub commands: Option<&'a mut LocalCommands>,
+    pub events: EventLog,
+    pub results: &'a ResultsDir,
+    pub update: UpdateReferences,
+    pub cancel: watch::Receiver<Cancel>,
+    pub frame_index: Option<FrameIndex<'a>>,
+}
+
 impl<'a> Runner<'a> {
-    pub fn new(
-        plan: &'a Plan,
-        screen: Screen,
-        commands: Option<&'a mut LocalCommands>,
-        events: EventLog,
-        results: &'a ResultsDir,
-        update: UpdateReferences,
-        cancel: watch::Receiver<Cancel>,
-        frame_index: Option<FrameIndex<'a>>,
-    ) -> Runner<'a> {
-        Runner { plan, screen, commands, events, results, checker: Checker::new(update), cancel, frame_index, interrupt_at: Cancel::Soft }
+    pub fn new(p: RunnerParts<'a>) -> Runner<'a> {
+        Runner {
+            plan: p.plan,
+            screen: p.screen,
+            commands: p.commands,
+            events: p.events,
+            results: p.results,
+            checker: Checker::new(p.update),
+            cancel: p.cancel,
+            frame_index: p.frame_index,
+            interrupt_at: Cancel::Soft,
+        }
     }
 
     /// References created or updated by this run.
@@ -260,7 +273,12 @@ impl<'a> Runner<'a> {
         if attempt > 1 && has_action && !step.expect.is_empty() {
             match self.poll(ps.number, &step.expect, Duration::ZERO, "recheck").await {
                 Ok((true, frame)) => {
-                    self.events.emit(Event::Warning { message: format!("step {}: expectations already hold on retry {attempt}; the action is not repeated", ps.number) });
+                    self.events.emit(Event::Warning {
+                        message: format!(
+                            "step {}: expectations already hold on retry {attempt}; the action is not repeated",
+                            ps.number
+                        ),
+                    });
                     return Attempt { result: Ok(()), frame: Some(frame) };
                 }
                 Ok(_) => {}
@@ -305,7 +323,11 @@ impl<'a> Runner<'a> {
                 annotate::mark_click(&mut frame, at);
                 let path = self.results.screenshot(n, "click");
                 if frame.save_png(&path).is_ok() {
-                    self.events.emit(Event::Screenshot { step: n, path: self.results.relative(&path), reason: format!("click at {at}") });
+                    self.events.emit(Event::Screenshot {
+                        step: n,
+                        path: self.results.relative(&path),
+                        reason: format!("click at {at}"),
+                    });
                 }
                 let settle = d.click_settle;
                 Ok(self.screen.click(n, at, c.button, c.double, settle).await?)
@@ -317,12 +339,18 @@ impl<'a> Runner<'a> {
             Action::Screenshot(s) => {
                 let frame = self.screen.capture().await?;
                 let frame = match s.region {
-                    Some(r) => frame.crop(r).ok_or_else(|| StepError::Failed(format!("region {r} lies outside the screen")))?,
+                    Some(r) => {
+                        frame.crop(r).ok_or_else(|| StepError::Failed(format!("region {r} lies outside the screen")))?
+                    }
                     None => frame,
                 };
                 let path = self.results.screenshot(n, &s.name);
                 frame.save_png(&path).map_err(|e| StepError::Infra(e.to_string()))?;
-                self.events.emit(Event::Screenshot { step: n, path: self.results.relative(&path), reason: s.name.clone() });
+                self.events.emit(Event::Screenshot {
+                    step: n,
+                    path: self.results.relative(&path),
+                    reason: s.name.clone(),
+                });
                 Ok(())
             }
             Action::Shell(s) => self.shell(n, s, ps.step.timeout.unwrap_or(SHELL_TIMEOUT)).await,
@@ -331,7 +359,8 @@ impl<'a> Runner<'a> {
     }
 
     async fn shell(&mut self, n: usize, s: &ShellAction, timeout: Duration) -> Result<(), StepError> {
-        let commands = self.commands.as_deref().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let commands =
+            self.commands.as_deref().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
         let out = commands.run(&s.command, timeout).await.map_err(|e| StepError::Infra(e.to_string()))?;
         self.events.emit(Event::Shell {
             step: n,
@@ -343,21 +372,35 @@ impl<'a> Runner<'a> {
             stderr: tail(&out.stderr),
         });
         if out.timed_out {
-            return Err(StepError::Failed(format!("command timed out after {:.1}s and was killed", timeout.as_secs_f64())));
+            return Err(StepError::Failed(format!(
+                "command timed out after {:.1}s and was killed",
+                timeout.as_secs_f64()
+            )));
         }
         match out.exit_code {
             Some(code) if s.ok_exit.is_empty() || s.ok_exit.contains(&code) => Ok(()),
             Some(code) => Err(StepError::Failed(format!("command exited with {code}{}", stderr_hint(&out.stderr)))),
-            None => Err(StepError::Failed(format!("command was killed by signal {}{}", out.signal.unwrap_or(0), stderr_hint(&out.stderr)))),
+            None => Err(StepError::Failed(format!(
+                "command was killed by signal {}{}",
+                out.signal.unwrap_or(0),
+                stderr_hint(&out.stderr)
+            ))),
         }
     }
 
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
-        let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let commands =
+            self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
         let pid = commands.launch(&l.command, &log).map_err(|e| StepError::Failed(e.to_string()))?;
-        self.events.emit(Event::Launch { step: n, command: l.command.display(), process: l.process.clone(), pid, log: self.results.relative(&log) });
+        self.events.emit(Event::Launch {
+            step: n,
+            command: l.command.display(),
+            process: l.process.clone(),
+            pid,
+            log: self.results.relative(&log),
+        });
         let start = Instant::now();
         let mut exited: Option<String> = None;
         loop {
@@ -366,16 +409,15 @@ impl<'a> Runner<'a> {
             if exited.is_none() {
                 exited = commands.exited(pid);
             }
-            if !running {
-                if let Some(status) = &exited {
-                    if !status.contains("exit status: 0") {
-                        return Err(StepError::Failed(format!(
-                            "{} exited ({status}) before its window appeared; its output:\n{}",
-                            l.process,
-                            crate::backend::local_desktop::tail(&log)
-                        )));
-                    }
-                }
+            if !running
+                && let Some(status) = &exited
+                && !status.contains("exit status: 0")
+            {
+                return Err(StepError::Failed(format!(
+                    "{} exited ({status}) before its window appeared; its output:\n{}",
+                    l.process,
+                    crate::backend::local_desktop::tail(&log)
+                )));
             }
             if running {
                 let ok = match &l.until {
@@ -392,7 +434,11 @@ impl<'a> Runner<'a> {
                 let why = if !running {
                     format!("no process named '{}' appeared within {:.1}s", l.process, l.wait.as_secs_f64())
                 } else if l.until.is_some() {
-                    format!("'{}' runs, but the screen condition did not hold within {:.1}s", l.process, l.wait.as_secs_f64())
+                    format!(
+                        "'{}' runs, but the screen condition did not hold within {:.1}s",
+                        l.process,
+                        l.wait.as_secs_f64()
+                    )
                 } else {
                     format!("'{}' runs, but the screen did not change within {:.1}s", l.process, l.wait.as_secs_f64())
                 };
@@ -412,7 +458,11 @@ impl<'a> Runner<'a> {
             let (found, text, score, kind, desc) = match target {
                 Target::At(p) => {
                     if p.x >= frame.width() || p.y >= frame.height() {
-                        return Err(StepError::Failed(format!("point {p} lies outside the {}x{} screen", frame.width(), frame.height())));
+                        return Err(StepError::Failed(format!(
+                            "point {p} lies outside the {}x{} screen",
+                            frame.width(),
+                            frame.height()
+                        )));
                     }
                     return Ok((*p, frame));
                 }
@@ -422,7 +472,13 @@ impl<'a> Runner<'a> {
                 }
                 Target::Image { reference, region, threshold, offset } => {
                     let (rect, score, found) = self.checker.locate_image(reference, *region, *threshold, &frame)?;
-                    (found.then_some((rect, *offset)), None, Some(score), "image", format!("locate image {} >= {threshold}", reference.name))
+                    (
+                        found.then_some((rect, *offset)),
+                        None,
+                        Some(score),
+                        "image",
+                        format!("locate image {} >= {threshold}", reference.name),
+                    )
                 }
             };
             let done = found.is_some() || start.elapsed() >= budget;
@@ -455,7 +511,10 @@ impl<'a> Runner<'a> {
                     (_, Some(s)) => format!("; best match scored {s:.3}"),
                     _ => String::new(),
                 };
-                return Err(StepError::Failed(format!("{desc}: not found within {:.1}s{detail}", budget.as_secs_f64())));
+                return Err(StepError::Failed(format!(
+                    "{desc}: not found within {:.1}s{detail}",
+                    budget.as_secs_f64()
+                )));
             }
             self.sleep(POLL_GAP).await?;
         }
@@ -464,7 +523,13 @@ impl<'a> Runner<'a> {
     /// Poll expectations on fresh frames until all hold or `budget` runs out
     /// (a zero budget evaluates once). Returns whether they held and the frame
     /// they were last judged on; emits one event per check with its evidence.
-    async fn poll(&mut self, n: usize, expects: &[Expect], budget: Duration, what: &str) -> Result<(bool, Frame), StepError> {
+    async fn poll(
+        &mut self,
+        n: usize,
+        expects: &[Expect],
+        budget: Duration,
+        what: &str,
+    ) -> Result<(bool, Frame), StepError> {
         let start = Instant::now();
         let mut polls = 0u32;
         let mut last: Option<(Frame, Vec<Evaluation>)> = None;
@@ -491,7 +556,16 @@ impl<'a> Runner<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn report_checks(&self, n: usize, expects: &[Expect], evals: &[Evaluation], frame: &Frame, polls: u32, elapsed: Duration, what: &str) {
+    fn report_checks(
+        &self,
+        n: usize,
+        expects: &[Expect],
+        evals: &[Evaluation],
+        frame: &Frame,
+        polls: u32,
+        elapsed: Duration,
+        what: &str,
+    ) {
         // one screenshot of the frame all checks were judged on, regions outlined
         let mut shot = frame.clone();
         for e in expects {
@@ -507,7 +581,9 @@ impl<'a> Runner<'a> {
                 d.save_png(&p).ok().map(|_| self.results.relative(&p))
             });
             let reference = match &e.check {
-                crate::scenario::model::Check::Ssim(s) => s.reference.path.as_ref().map(|p| crate::project::display_path(p)),
+                crate::scenario::model::Check::Ssim(s) => {
+                    s.reference.path.as_ref().map(|p| crate::project::display_path(p))
+                }
                 _ => None,
             };
             self.events.emit(Event::Check {

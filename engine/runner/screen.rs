@@ -44,7 +44,13 @@ impl Screen {
             for ev in combo.events() {
                 self.client.key(ev.keysym, ev.down).await?;
             }
-            self.events.emit(Event::Input { step, action: "key".into(), detail: combo.text.clone(), at: None, events: Some(combo.events().len()) });
+            self.events.emit(Event::Input {
+                step,
+                action: "key".into(),
+                detail: combo.text.clone(),
+                at: None,
+                events: Some(combo.events().len()),
+            });
             if i + 1 < combos.len() {
                 tokio::time::sleep(gap).await;
             }
@@ -54,7 +60,9 @@ impl Screen {
 
     /// Type text, one character per `interval`, Shift sent explicitly.
     pub async fn type_text(&self, step: usize, text: &str, interval: Duration) -> Result<(), RfbError> {
-        let groups = type_text(text).map_err(|(i, c)| RfbError::Unsupported { what: format!("character {} ({c:?}) of the text to type", i + 1) })?;
+        let groups = type_text(text).map_err(|(i, c)| RfbError::Unsupported {
+            what: format!("character {} ({c:?}) of the text to type", i + 1),
+        })?;
         let mut count = 0;
         for (i, group) in groups.iter().enumerate() {
             for ev in group {
@@ -67,7 +75,13 @@ impl Screen {
         }
         // every modifier released, whatever happened above
         self.client.key(keysym::SHIFT_L, false).await?;
-        self.events.emit(Event::Input { step, action: "type".into(), detail: text.to_string(), at: None, events: Some(count) });
+        self.events.emit(Event::Input {
+            step,
+            action: "type".into(),
+            detail: text.to_string(),
+            at: None,
+            events: Some(count),
+        });
         Ok(())
     }
 
@@ -81,13 +95,26 @@ impl Screen {
         }
         self.client.pointer(x, y, 0).await?;
         self.pointer = at;
-        self.events.emit(Event::Input { step, action: "move".into(), detail: at.to_string(), at: Some(at), events: None });
+        self.events.emit(Event::Input {
+            step,
+            action: "move".into(),
+            detail: at.to_string(),
+            at: Some(at),
+            events: None,
+        });
         Ok(())
     }
 
     /// Click (or double-click) at a point, then wait `settle` so focus moves
     /// before the next keys are sent.
-    pub async fn click(&mut self, step: usize, at: Point, button: Button, double: bool, settle: Duration) -> Result<(), RfbError> {
+    pub async fn click(
+        &mut self,
+        step: usize,
+        at: Point,
+        button: Button,
+        double: bool,
+        settle: Duration,
+    ) -> Result<(), RfbError> {
         if self.pointer != at {
             self.client.pointer(at.x.min(65535) as u16, at.y.min(65535) as u16, 0).await?;
         }
@@ -100,8 +127,18 @@ impl Screen {
             }
         }
         self.pointer = at;
-        let what = format!("{}{}", if double { "double " } else { "" }, serde_json::to_value(button).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
-        self.events.emit(Event::Input { step, action: "click".into(), detail: what, at: Some(at), events: Some(evs.len()) });
+        let what = format!(
+            "{}{}",
+            if double { "double " } else { "" },
+            serde_json::to_value(button).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        );
+        self.events.emit(Event::Input {
+            step,
+            action: "click".into(),
+            detail: what,
+            at: Some(at),
+            events: Some(evs.len()),
+        });
         tokio::time::sleep(settle).await;
         Ok(())
     }

@@ -189,10 +189,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("found an empty string".into());
     }
-    if let Ok(secs) = t.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = t.parse::<f64>()
+        && secs >= 0.0
+        && secs.is_finite()
+    {
+        return Ok(Duration::from_secs_f64(secs));
     }
     let mut total = 0f64;
     let mut rest = t;

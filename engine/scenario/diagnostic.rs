@@ -55,11 +55,8 @@ fn snippet(out: &mut String, sources: &SourceMap, span: &Span) {
     let Some(line) = sources.line(span) else { return };
     let num = span.line.to_string();
     let pad = " ".repeat(num.len());
-    let caret_pad: String = line
-        .chars()
-        .take(span.col.saturating_sub(1) as usize)
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
+    let caret_pad: String =
+        line.chars().take(span.col.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
     out.push_str(&format!("{pad} |\n{num} | {line}\n{pad} | {caret_pad}^\n"));
 }
 
@@ -110,9 +107,8 @@ impl Diagnostics {
 
     /// Sorted by file and position, as users read them.
     pub fn sorted(mut self) -> Diagnostics {
-        self.items.sort_by(|a, b| {
-            (&a.span.file, a.span.line, a.span.col).cmp(&(&b.span.file, b.span.line, b.span.col))
-        });
+        self.items
+            .sort_by(|a, b| (&a.span.file, a.span.line, a.span.col).cmp(&(&b.span.file, b.span.line, b.span.col)));
         self
     }
 

@@ -44,7 +44,8 @@ pub const MODIFIERS: &[(&str, &str)] = &[
 pub const SHELL_KEYS: &[&str] = &["command", "exit"];
 pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait"];
 pub const TYPE_KEYS: &[&str] = &["text", "interval"];
-pub const TARGET_KEYS: &[&str] = &["x", "y", "at", "text", "regex", "case_sensitive", "image", "threshold", "region", "offset", "button", "double"];
+pub const TARGET_KEYS: &[&str] =
+    &["x", "y", "at", "text", "regex", "case_sensitive", "image", "threshold", "region", "offset", "button", "double"];
 pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
 pub const CHECK_KINDS: &[(&str, &str)] = &[
     ("ocr", "Text read by OCR (tesseract): substring or regex, optionally in a region."),
@@ -128,7 +129,9 @@ impl CommandLine {
     pub fn display(&self) -> String {
         match self {
             CommandLine::Shell(s) => s.clone(),
-            CommandLine::Argv(a) => a.iter().map(|x| crate::scenario::template::shquote(x)).collect::<Vec<_>>().join(" "),
+            CommandLine::Argv(a) => {
+                a.iter().map(|x| crate::scenario::template::shquote(x)).collect::<Vec<_>>().join(" ")
+            }
         }
     }
 }
@@ -163,9 +166,18 @@ pub struct ClickAction {
 pub enum Target {
     At(Point),
     /// The box of text found by OCR (centre), plus an offset.
-    Text { query: TextMatch, region: Option<Rect>, offset: (i32, i32) },
+    Text {
+        query: TextMatch,
+        region: Option<Rect>,
+        offset: (i32, i32),
+    },
     /// The best match of a reference image (centre), plus an offset.
-    Image { reference: Reference, region: Option<Rect>, threshold: f64, offset: (i32, i32) },
+    Image {
+        reference: Reference,
+        region: Option<Rect>,
+        threshold: f64,
+        offset: (i32, i32),
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -298,10 +310,14 @@ impl Defaults {
         if let Some(v) = m.get("click_settle").and_then(|n| decode::duration(n, "defaults.click_settle", diags)) {
             d.click_settle = v;
         }
-        if let Some(v) = m.get("ssim_threshold").and_then(|n| decode::number(n, "defaults.ssim_threshold", 0.0, 1.0, diags)) {
+        if let Some(v) =
+            m.get("ssim_threshold").and_then(|n| decode::number(n, "defaults.ssim_threshold", 0.0, 1.0, diags))
+        {
             d.ssim_threshold = v;
         }
-        if let Some(v) = m.get("image_threshold").and_then(|n| decode::number(n, "defaults.image_threshold", 0.0, 1.0, diags)) {
+        if let Some(v) =
+            m.get("image_threshold").and_then(|n| decode::number(n, "defaults.image_threshold", 0.0, 1.0, diags))
+        {
             d.image_threshold = v;
         }
         if let Some(v) = m.get("launch_wait").and_then(|n| decode::duration(n, "defaults.launch_wait", diags)) {
@@ -343,11 +359,11 @@ pub fn action_key(node: &Node, diags: &mut Diagnostics) -> Option<String> {
                 .with_help(format!("a step has one of: {}", names.join(", ")));
             // a misspelt action key is the usual cause
             for e in entries {
-                if MODIFIERS.iter().all(|(m, _)| *m != e.key) {
-                    if let Some(s) = did_you_mean(&e.key, names.iter().copied()) {
-                        d = Diagnostic::new(&e.key_span, format!("unknown key '{}' in step", e.key))
-                            .with_help(format!("did you mean '{s}'?"));
-                    }
+                if MODIFIERS.iter().all(|(m, _)| *m != e.key)
+                    && let Some(s) = did_you_mean(&e.key, names.iter().copied())
+                {
+                    d = Diagnostic::new(&e.key_span, format!("unknown key '{}' in step", e.key))
+                        .with_help(format!("did you mean '{s}'?"));
                 }
             }
             diags.push(d);
@@ -369,10 +385,10 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
     let kind = action_key(node, diags)?;
     let m = MapReader::new(node, "a step", &step_keys(), diags)?;
     let before = diags.len();
-    if m.has("with") {
-        if let Some(e) = m.entry("with") {
-            diags.push(Diagnostic::new(&e.key_span, "'with' gives inputs to a routine call; this step is not one"));
-        }
+    if m.has("with")
+        && let Some(e) = m.entry("with")
+    {
+        diags.push(Diagnostic::new(&e.key_span, "'with' gives inputs to a routine call; this step is not one"));
     }
     let label = m.get("label").and_then(|n| decode::non_empty(n, "label", diags));
     let timeout = m.get("timeout").and_then(|n| decode::duration(n, "timeout", diags));
@@ -444,8 +460,11 @@ fn command_line(node: &Node, diags: &mut Diagnostics) -> Option<CommandLine> {
         }
         _ => {
             diags.push(
-                Diagnostic::new(&node.span, format!("command must be a string or a non-empty list, found {}", node.kind()))
-                    .with_help("write `command: galculator` or `command: [xterm, -fa, Monospace]`"),
+                Diagnostic::new(
+                    &node.span,
+                    format!("command must be a string or a non-empty list, found {}", node.kind()),
+                )
+                .with_help("write `command: galculator` or `command: [xterm, -fa, Monospace]`"),
             );
             None
         }
@@ -466,7 +485,9 @@ fn launch(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<L
     let command = command?;
     let process = process.unwrap_or_else(|| command.program_name());
     if process.is_empty() {
-        diags.push(Diagnostic::new(&node.span, "cannot tell which process to wait for").with_help("add `process: NAME`"));
+        diags.push(
+            Diagnostic::new(&node.span, "cannot tell which process to wait for").with_help("add `process: NAME`"),
+        );
         return None;
     }
     Some(LaunchAction { command, process, until, wait: wait? })
@@ -537,7 +558,9 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
         Some(n) => match decode::string(n, "button", diags).map(|s| (Button::parse(&s), s)) {
             Some((Some(b), _)) => b,
             Some((None, s)) => {
-                diags.push(Diagnostic::new(&n.span, format!("unknown button '{s}'")).with_help("use left, middle or right"));
+                diags.push(
+                    Diagnostic::new(&n.span, format!("unknown button '{s}'")).with_help("use left, middle or right"),
+                );
                 Button::Left
             }
             None => Button::Left,
@@ -562,7 +585,11 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
     let target = match kinds.as_slice() {
         ["x"] => {
             let y = m.required("y", diags);
-            let p = decode::point(&Node::new(node.span.clone(), Value::Seq(vec![m.get("x")?.clone(), y?.clone()])), what, diags);
+            let p = decode::point(
+                &Node::new(node.span.clone(), Value::Seq(vec![m.get("x")?.clone(), y?.clone()])),
+                what,
+                diags,
+            );
             p.map(Target::At)
         }
         ["at"] => m.get("at").and_then(|n| decode::point(n, "at", diags)).map(Target::At),
@@ -606,7 +633,8 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
 
 /// `text:` (with `case_sensitive:`) or `regex:` from a map.
 fn text_match(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<TextMatch> {
-    let case_sensitive = m.get("case_sensitive").and_then(|n| decode::boolean(n, "case_sensitive", diags)).unwrap_or(true);
+    let case_sensitive =
+        m.get("case_sensitive").and_then(|n| decode::boolean(n, "case_sensitive", diags)).unwrap_or(true);
     match (m.get("text"), m.get("regex")) {
         (Some(t), None) => {
             let text = decode::text(t, "text", diags)?;
@@ -653,7 +681,10 @@ fn screenshot(node: &Node, diags: &mut Diagnostics) -> Option<ScreenshotAction> 
         }
     };
     if action.name.contains('/') || action.name.contains('\\') || action.name.starts_with('.') {
-        diags.push(Diagnostic::new(&node.span, "a screenshot name is a file name, without '/' and not starting with '.'"));
+        diags.push(Diagnostic::new(
+            &node.span,
+            "a screenshot name is a file name, without '/' and not starting with '.'",
+        ));
         return None;
     }
     Some(action)
@@ -731,8 +762,9 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
         None => Vec::new(),
         Some(n) => {
             // one rectangle, or a list of rectangles
-            let is_single = n.as_seq().is_some_and(|s| s.len() == 4 && s.iter().all(|i| matches!(i.value, Value::Int(_))))
-                || n.as_map().is_some();
+            let is_single =
+                n.as_seq().is_some_and(|s| s.len() == 4 && s.iter().all(|i| matches!(i.value, Value::Int(_))))
+                    || n.as_map().is_some();
             if is_single {
                 decode::rect(n, "mask", diags).into_iter().collect()
             } else {
@@ -744,9 +776,8 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
             }
         }
     };
-    let threshold = m
-        .get("threshold")
-        .map_or(Some(defaults.ssim_threshold), |n| decode::number(n, "threshold", 0.0, 1.0, diags));
+    let threshold =
+        m.get("threshold").map_or(Some(defaults.ssim_threshold), |n| decode::number(n, "threshold", 0.0, 1.0, diags));
     Some(SsimCheck { reference: reference?, region, mask, threshold: threshold? })
 }
 
@@ -756,7 +787,13 @@ pub fn default_label(step: &Step) -> String {
         let one: String = s.replace('\n', "⏎");
         if one.chars().count() > 40 { format!("{}…", one.chars().take(40).collect::<String>()) } else { one }
     };
-    let checks = || step.expect.iter().map(|e| format!("{}{}", if e.negate { "not " } else { "" }, e.check.describe())).collect::<Vec<_>>().join(", ");
+    let checks = || {
+        step.expect
+            .iter()
+            .map(|e| format!("{}{}", if e.negate { "not " } else { "" }, e.check.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     match &step.action {
         Action::Shell(s) => format!("shell {}", short(&s.command)),
         Action::Launch(l) => format!("launch {}", short(&l.command.display())),

@@ -80,9 +80,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
 
@@ -100,11 +98,7 @@ impl Node {
             J::Array(items) => Value::Seq(items.iter().map(|j| Node::from_json(j, span)).collect()),
             J::Object(map) => Value::Map(
                 map.iter()
-                    .map(|(k, v)| Entry {
-                        key: k.clone(),
-                        key_span: span.clone(),
-                        value: Node::from_json(v, span),
-                    })
+                    .map(|(k, v)| Entry { key: k.clone(), key_span: span.clone(), value: Node::from_json(v, span) })
                     .collect(),
             ),
         };

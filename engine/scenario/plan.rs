@@ -112,7 +112,13 @@ impl Plan {
 
     /// The expanded plan as text (for `smoke validate --plan`).
     pub fn describe(&self) -> String {
-        let mut out = format!("scenario {} on {} ({} steps, {} cleanup)\n", self.name, self.os, self.steps.len(), self.cleanup.len());
+        let mut out = format!(
+            "scenario {} on {} ({} steps, {} cleanup)\n",
+            self.name,
+            self.os,
+            self.steps.len(),
+            self.cleanup.len()
+        );
         for s in self.all_steps() {
             let via = s.calls.iter().map(|c| c.routine.as_str()).collect::<Vec<_>>().join(" > ");
             let via = if via.is_empty() { String::new() } else { format!("  [{via}]") };
@@ -366,7 +372,10 @@ impl<'o> Builder<'o> {
             return;
         }
         if !routine::valid_name(&name) {
-            self.diags.push(Diagnostic::new(&name_node.span, format!("'{name}' is not a routine name (letters, digits, '_', '-', '/')")));
+            self.diags.push(Diagnostic::new(
+                &name_node.span,
+                format!("'{name}' is not a routine name (letters, digits, '_', '-', '/')"),
+            ));
             return;
         }
         let label = m.get("label").and_then(|n| decode::non_empty(n, "label", &mut self.diags));
@@ -379,7 +388,9 @@ impl<'o> Builder<'o> {
             let d = Diagnostic::new(&name_node.span, format!("routine '{name}' not found (looked for {looked})"));
             self.diags.push(match did_you_mean(&name, available.iter().map(String::as_str)) {
                 Some(s) => d.with_help(format!("did you mean '{s}'?")),
-                None => d.with_help(format!("create {}", candidates.last().map(|p| display_path(p)).unwrap_or_default())),
+                None => {
+                    d.with_help(format!("create {}", candidates.last().map(|p| display_path(p)).unwrap_or_default()))
+                }
             });
             return;
         };
@@ -396,7 +407,10 @@ impl<'o> Builder<'o> {
             return;
         }
         if stack.len() > MAX_ROUTINE_DEPTH {
-            self.diags.push(Diagnostic::new(&name_node.span, format!("routines nest deeper than {MAX_ROUTINE_DEPTH} levels")));
+            self.diags.push(Diagnostic::new(
+                &name_node.span,
+                format!("routines nest deeper than {MAX_ROUTINE_DEPTH} levels"),
+            ));
             return;
         }
         let Some(routine) = self.load_routine(&name, &path, sources) else { return };
@@ -434,7 +448,14 @@ impl<'o> Builder<'o> {
 
     /// Check a call's `with:` against the routine's inputs and build the
     /// routine's template context.
-    fn bind_inputs(&mut self, r: &Routine, with: Option<&Node>, call: &Span, ctx: &Context, sources: &SourceMap) -> Option<Context> {
+    fn bind_inputs(
+        &mut self,
+        r: &Routine,
+        with: Option<&Node>,
+        call: &Span,
+        ctx: &Context,
+        sources: &SourceMap,
+    ) -> Option<Context> {
         let mut rctx = self.base_context();
         let before = self.diags.len();
         let given = match with {
@@ -445,7 +466,10 @@ impl<'o> Builder<'o> {
                     Value::Map(entries) => entries,
                     Value::Null => Vec::new(),
                     _ => {
-                        self.diags.push(Diagnostic::new(&n.span, format!("with must be a map of input values, found {}", n.kind())));
+                        self.diags.push(Diagnostic::new(
+                            &n.span,
+                            format!("with must be a map of input values, found {}", n.kind()),
+                        ));
                         return None;
                     }
                 }
@@ -468,8 +492,17 @@ impl<'o> Builder<'o> {
                     Some(v) => v,
                     None => {
                         self.diags.push(
-                            Diagnostic::new(&e.value.span, format!("input '{}' of routine '{}' must be {}, found {}", input.name, r.name, input.ty.name(), e.value.kind()))
-                                .with_note(&input.span, "the input is declared here"),
+                            Diagnostic::new(
+                                &e.value.span,
+                                format!(
+                                    "input '{}' of routine '{}' must be {}, found {}",
+                                    input.name,
+                                    r.name,
+                                    input.ty.name(),
+                                    e.value.kind()
+                                ),
+                            )
+                            .with_note(&input.span, "the input is declared here"),
                         );
                         continue;
                     }
@@ -542,8 +575,11 @@ impl<'o> Builder<'o> {
                     if self.opts.update_references == UpdateReferences::None {
                         let looked = candidates.iter().map(|p| display_path(p)).collect::<Vec<_>>().join(", ");
                         self.diags.push(
-                            Diagnostic::new(&r.span, format!("reference image '{}' not found (looked for {looked})", r.name))
-                                .with_help("create it from a run: add `--update-references missing` to `smoke run`"),
+                            Diagnostic::new(
+                                &r.span,
+                                format!("reference image '{}' not found (looked for {looked})", r.name),
+                            )
+                            .with_help("create it from a run: add `--update-references missing` to `smoke run`"),
                         );
                     }
                     r.path = Some(create_at);

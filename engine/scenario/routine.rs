@@ -147,7 +147,12 @@ pub fn available(routines_dir: &Path) -> Vec<String> {
 /// Is `name` a valid routine name (letters, digits, `_`, `-`, and `/` between parts)?
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.split('/').all(|p| !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        && name.split('/').all(|p| {
+            !p.is_empty()
+                && p != "."
+                && p != ".."
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
 }
 
 /// Decode a parsed routine file.
@@ -165,7 +170,10 @@ pub fn decode(name: &str, path: &Path, root: &Node, diags: &mut Diagnostics) -> 
                 }
             }
             Value::Null => {}
-            _ => diags.push(Diagnostic::new(&n.span, format!("inputs must be a map of input name to its spec, found {}", n.kind()))),
+            _ => diags.push(Diagnostic::new(
+                &n.span,
+                format!("inputs must be a map of input name to its spec, found {}", n.kind()),
+            )),
         }
     }
     let steps = match m.required("steps", diags) {
@@ -182,12 +190,22 @@ pub fn decode(name: &str, path: &Path, root: &Node, diags: &mut Diagnostics) -> 
         },
         None => Vec::new(),
     };
-    Some(Routine { name: name.to_string(), path: path.to_path_buf(), description, inputs, steps, span: root.span.clone() })
+    Some(Routine {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        description,
+        inputs,
+        steps,
+        span: root.span.clone(),
+    })
 }
 
 fn input_spec(name: &str, key_span: &Span, node: &Node, diags: &mut Diagnostics) -> Option<InputSpec> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.starts_with(|c: char| c.is_ascii_digit()) {
-        diags.push(Diagnostic::new(key_span, format!("input name '{name}' must be letters, digits and '_' (usable as a template variable)")));
+        diags.push(Diagnostic::new(
+            key_span,
+            format!("input name '{name}' must be letters, digits and '_' (usable as a template variable)"),
+        ));
         return None;
     }
     let m = MapReader::new(node, &format!("input '{name}'"), INPUT_KEYS, diags)?;
@@ -219,10 +237,20 @@ fn input_spec(name: &str, key_span: &Span, node: &Node, diags: &mut Diagnostics)
             );
             // keep the input so calls that give it are not reported as well
             default = None;
-            return Some(InputSpec { name: name.to_string(), ty, required, default, description, span: key_span.clone() });
+            return Some(InputSpec {
+                name: name.to_string(),
+                ty,
+                required,
+                default,
+                description,
+                span: key_span.clone(),
+            });
         }
         if !d.has_template() && ty.accept(d).is_none() {
-            diags.push(Diagnostic::new(&d.span, format!("default of input '{name}' must be {}, found {}", ty.name(), d.kind())));
+            diags.push(Diagnostic::new(
+                &d.span,
+                format!("default of input '{name}' must be {}, found {}", ty.name(), d.kind()),
+            ));
             return None;
         }
     }
@@ -245,6 +273,9 @@ mod tests {
     #[test]
     fn lookup_prefers_os_then_family() {
         let c = candidates(Path::new("/r"), "x", "fedora42", "linux");
-        assert_eq!(c, vec![PathBuf::from("/r/fedora42/x.yaml"), PathBuf::from("/r/linux/x.yaml"), PathBuf::from("/r/x.yaml")]);
+        assert_eq!(
+            c,
+            vec![PathBuf::from("/r/fedora42/x.yaml"), PathBuf::from("/r/linux/x.yaml"), PathBuf::from("/r/x.yaml")]
+        );
     }
 }

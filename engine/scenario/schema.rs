@@ -16,22 +16,32 @@ fn defs() -> Value {
     let mut step_props = Map::new();
     for (k, doc) in ACTIONS.iter().chain(MODIFIERS.iter()) {
         let schema = match *k {
-            "shell" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+            "shell" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
                 "command": {"type": "string"},
-                "exit": {"anyOf": [{"const": "any"}, {"type": "integer"}, {"type": "array", "items": {"type": "integer"}}], "description": "Exit codes that count as success (default 0), or `any`."}}, "required": ["command"]}]}),
-            "launch" => json!({"anyOf": [{"$ref": "#/$defs/command"}, {"type": "object", "additionalProperties": false, "properties": {
+                "exit": {"anyOf": [{"const": "any"}, {"type": "integer"}, {"type": "array", "items": {"type": "integer"}}], "description": "Exit codes that count as success (default 0), or `any`."}}, "required": ["command"]}]})
+            }
+            "launch" => {
+                json!({"anyOf": [{"$ref": "#/$defs/command"}, {"type": "object", "additionalProperties": false, "properties": {
                 "command": {"$ref": "#/$defs/command"},
                 "process": {"type": "string", "description": "Process name to wait for (default: the program's base name)."},
                 "until": {"$ref": "#/$defs/check"},
-                "wait": {"$ref": "#/$defs/duration"}}, "required": ["command"]}]}),
-            "key" => json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}}]}),
-            "type" => json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
-                "text": {"type": ["string", "number"]}, "interval": {"$ref": "#/$defs/duration"}}, "required": ["text"]}]}),
+                "wait": {"$ref": "#/$defs/duration"}}, "required": ["command"]}]})
+            }
+            "key" => {
+                json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}}]})
+            }
+            "type" => {
+                json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
+                "text": {"type": ["string", "number"]}, "interval": {"$ref": "#/$defs/duration"}}, "required": ["text"]}]})
+            }
             "click" | "move" => json!({"$ref": "#/$defs/target"}),
             "wait" | "timeout" => json!({"$ref": "#/$defs/duration"}),
             "wait_for" | "verify" | "verify_not" => json!({"$ref": "#/$defs/checks"}),
-            "screenshot" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
-                "name": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]}),
+            "screenshot" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "name": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]})
+            }
             "routine" => json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"}),
             "label" => json!({"type": "string"}),
             "retries" => json!({"type": "integer", "minimum": 0, "maximum": 100}),
@@ -47,14 +57,18 @@ fn defs() -> Value {
     let mut check_props = Map::new();
     for (k, doc) in CHECK_KINDS {
         let schema = match *k {
-            "ocr" => json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
+            "ocr" => {
+                json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
                 "text": {"type": ["string", "number"]}, "regex": {"type": "string"}, "case_sensitive": {"type": "boolean"},
-                "region": {"$ref": "#/$defs/rect"}}}]}),
-            "ssim" => json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "region": {"$ref": "#/$defs/rect"}}}]})
+            }
+            "ssim" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
                 "reference": {"type": "string", "description": "Image under reference/<scenario>/<os>/ (or <family>/, or reference/)."},
                 "region": {"$ref": "#/$defs/rect"},
                 "mask": {"anyOf": [{"$ref": "#/$defs/rect"}, {"type": "array", "items": {"$ref": "#/$defs/rect"}}], "description": "Screen rectangles to ignore."},
-                "threshold": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["reference"]}]}),
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["reference"]}]})
+            }
             _ => json!({}),
         };
         let mut schema = schema;
@@ -79,7 +93,9 @@ fn defs() -> Value {
         let s = match *k {
             "x" | "y" => json!({"type": "integer", "minimum": 0}),
             "at" => json!({"$ref": "#/$defs/point"}),
-            "text" => json!({"type": ["string", "number"], "description": "Text found by OCR; the click goes to its centre."}),
+            "text" => {
+                json!({"type": ["string", "number"], "description": "Text found by OCR; the click goes to its centre."})
+            }
             "regex" => json!({"type": "string"}),
             "case_sensitive" | "double" => json!({"type": "boolean"}),
             "image" => json!({"type": "string", "description": "An image found on screen by template match."}),
@@ -119,10 +135,14 @@ pub fn scenario() -> Value {
         let s = match *k {
             "name" | "description" => json!({"type": "string"}),
             "tags" => json!({"type": "array", "items": {"type": "string"}}),
-            "vars" => json!({"type": "object", "description": "Variables for templates; the inventory's vars and --var override them."}),
+            "vars" => {
+                json!({"type": "object", "description": "Variables for templates; the inventory's vars and --var override them."})
+            }
             "defaults" => json!({"$ref": "#/$defs/defaults"}),
             "steps" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
-            "cleanup" => json!({"$ref": "#/$defs/steps", "description": "Steps that always run at the end, pass or fail."}),
+            "cleanup" => {
+                json!({"$ref": "#/$defs/steps", "description": "Steps that always run at the end, pass or fail."})
+            }
             _ => json!({}),
         };
         props.insert(k.to_string(), s);

@@ -36,11 +36,7 @@ impl Span {
 
 impl std::fmt::Display for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_file() {
-            write!(f, "{}:{}:{}", self.file, self.line, self.col)
-        } else {
-            write!(f, "{}", self.file)
-        }
+        if self.is_file() { write!(f, "{}:{}:{}", self.file, self.line, self.col) } else { write!(f, "{}", self.file) }
     }
 }
 

@@ -32,9 +32,7 @@ impl Templates {
         env.add_filter("shquote", |v: JValue| -> String { quote_each(&v, shquote) });
         env.add_filter("psquote", |v: JValue| -> String { quote_each(&v, psquote) });
         env.add_function("secret", move |name: String| -> Result<String, minijinja::Error> {
-            secrets
-                .get(&name)
-                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
+            secrets.get(&name).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
         });
         Templates { env }
     }
@@ -77,9 +75,8 @@ impl Templates {
             if value.is_undefined() {
                 return Err(minijinja::Error::new(minijinja::ErrorKind::UndefinedError, "undefined value"));
             }
-            let json = serde_json::to_value(&value).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
-            })?;
+            let json = serde_json::to_value(&value)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()))?;
             return Ok(Rendered::Native(json));
         }
         Ok(Rendered::Text(self.env.render_str(s, ctx.value())?))
@@ -185,11 +182,8 @@ fn undefined_names(env: &Environment<'static>, source: &str, ctx: &Context) -> V
         Some(expr) => env.compile_expression(expr).map(|e| e.undeclared_variables(false)).ok(),
         None => env.template_from_str(source).map(|t| t.undeclared_variables(false)).ok(),
     };
-    let mut names: Vec<String> = vars
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| ctx.get(n).is_none() && n != "secret")
-        .collect();
+    let mut names: Vec<String> =
+        vars.unwrap_or_default().into_iter().filter(|n| ctx.get(n).is_none() && n != "secret").collect();
     names.sort();
     names
 }
@@ -218,10 +212,10 @@ fn position_in_scalar(span: &Span, sources: &SourceMap, text: &str, offset: usiz
 
 /// Apply a quoting function to a scalar, or to each item of a list (joined with spaces).
 fn quote_each(v: &JValue, quote: fn(&str) -> String) -> String {
-    if let Ok(iter) = v.try_iter() {
-        if v.kind() == minijinja::value::ValueKind::Seq {
-            return iter.map(|item| quote(&scalar_text(&item))).collect::<Vec<_>>().join(" ");
-        }
+    if let Ok(iter) = v.try_iter()
+        && v.kind() == minijinja::value::ValueKind::Seq
+    {
+        return iter.map(|item| quote(&scalar_text(&item))).collect::<Vec<_>>().join(" ");
     }
     quote(&scalar_text(v))
 }
@@ -328,11 +322,7 @@ mod tests {
     fn shquote_survives_hostile_strings() {
         for hostile in ["a'b", "$(rm -rf /)", "`x`", "a\"b\\c", "", "x\ny", "'; echo pwned; '"] {
             let quoted = shquote(hostile);
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf %s {quoted}"))
-                .output()
-                .unwrap();
+            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {quoted}")).output().unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), hostile, "{quoted}");
         }
         let n = render("a: \"{{ args | shquote }}\"\n", serde_json::json!({"args": ["a b", "c'd"]})).unwrap();
@@ -355,9 +345,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("smoke-tpl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("pw"), "s3cret").unwrap();
-        let store = SecretStore::new(
-            [("pw".to_string(), crate::secrets::SecretSource::File(dir.join("pw")))].into(),
-        );
+        let store = SecretStore::new([("pw".to_string(), crate::secrets::SecretSource::File(dir.join("pw")))].into());
         let red = store.redactor();
         let mut diags = Diagnostics::new();
         let out = Templates::new(store).render(&node, &Context::new(), &sources, &mut diags);

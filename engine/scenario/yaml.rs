@@ -45,10 +45,7 @@ pub fn parse(file: &Arc<str>, bytes: &[u8]) -> Result<Node, Diagnostics> {
             if diags.is_empty() { Ok(node) } else { Err(diags) }
         }
         Err(e) => {
-            let (line, col) = e
-                .location()
-                .map(|l| (l.line() as u32, l.column() as u32))
-                .unwrap_or((1, 1));
+            let (line, col) = e.location().map(|l| (l.line() as u32, l.column() as u32)).unwrap_or((1, 1));
             let message = parser_message(&e.to_string());
             diags.push(better_position(file, text, line, col, message));
             Err(diags)

@@ -16,15 +16,8 @@ use crate::vision::ssim::SsimMap;
 /// Why a heatmap could not be drawn.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DiffError {
-    #[error(
-        "images differ in size: {expected_width}x{expected_height} vs {actual_width}x{actual_height}"
-    )]
-    SizeMismatch {
-        expected_width: u32,
-        expected_height: u32,
-        actual_width: u32,
-        actual_height: u32,
-    },
+    #[error("images differ in size: {expected_width}x{expected_height} vs {actual_width}x{actual_height}")]
+    SizeMismatch { expected_width: u32, expected_height: u32, actual_width: u32, actual_height: u32 },
     #[error("the SSIM map area {area} lies outside the {width}x{height} frame")]
     MapOutside { area: Rect, width: u32, height: u32 },
 }
@@ -57,11 +50,7 @@ const YELLOW: [u8; 3] = [255, 220, 0];
 const CLUSTER_CELL: u32 = 16;
 
 /// Heatmap of the per-pixel difference between `expected` and `actual`.
-pub fn diff_heatmap(
-    expected: &Frame,
-    actual: &Frame,
-    options: &DiffOptions,
-) -> Result<DiffReport, DiffError> {
+pub fn diff_heatmap(expected: &Frame, actual: &Frame, options: &DiffOptions) -> Result<DiffReport, DiffError> {
     if (expected.width(), expected.height()) != (actual.width(), actual.height()) {
         return Err(DiffError::SizeMismatch {
             expected_width: expected.width(),
@@ -98,12 +87,7 @@ pub fn diff_heatmap(
     for b in &changed_boxes {
         outline(&mut image, *b);
     }
-    Ok(DiffReport {
-        image,
-        changed_pixels,
-        max_difference,
-        changed_boxes,
-    })
+    Ok(DiffReport { image, changed_pixels, max_difference, changed_boxes })
 }
 
 /// [`diff_heatmap`] without mask or tolerance, image only. Images of different
@@ -127,11 +111,7 @@ pub fn heatmap(expected: &Frame, actual: &Frame) -> Frame {
 pub fn ssim_heatmap(actual: &Frame, map: &SsimMap) -> Result<Frame, DiffError> {
     let area = map.area();
     if !actual.bounds().contains_rect(&area) {
-        return Err(DiffError::MapOutside {
-            area,
-            width: actual.width(),
-            height: actual.height(),
-        });
+        return Err(DiffError::MapOutside { area, width: actual.width(), height: actual.height() });
     }
     let mut image = dimmed(actual);
     let w = actual.width() as usize;
@@ -177,19 +157,14 @@ fn dimmed(actual: &Frame) -> Frame {
 
 fn blend(px: &mut [u8], colour: [f32; 3], alpha: f32) {
     for c in 0..3 {
-        px[c] = (px[c] as f32 * (1.0 - alpha) + colour[c] * alpha)
-            .round()
-            .clamp(0.0, 255.0) as u8;
+        px[c] = (px[c] as f32 * (1.0 - alpha) + colour[c] * alpha).round().clamp(0.0, 255.0) as u8;
     }
 }
 
 /// Tight boxes around groups of flagged pixels; flags in neighbouring
 /// `CLUSTER_CELL` cells belong to one group.
 fn clusters(flags: &[bool], w: u32, h: u32) -> Vec<Rect> {
-    let (cw, ch) = (
-        w.div_ceil(CLUSTER_CELL) as usize,
-        h.div_ceil(CLUSTER_CELL) as usize,
-    );
+    let (cw, ch) = (w.div_ceil(CLUSTER_CELL) as usize, h.div_ceil(CLUSTER_CELL) as usize);
     // Tight box of the flagged pixels in each cell.
     let mut cells: Vec<Option<Rect>> = vec![None; cw * ch];
     for y in 0..h {
@@ -261,41 +236,21 @@ mod tests {
         actual.set_rgb(12, 11, [0, 0, 1]);
         actual.set_rgb(80, 40, [50, 0, 0]);
         actual.set_rgb(90, 50, [255, 255, 255]); // masked
-        let options = DiffOptions {
-            mask: Mask::from_rects([Rect::new(85, 45, 10, 10)]),
-            tolerance: 0,
-        };
+        let options = DiffOptions { mask: Mask::from_rects([Rect::new(85, 45, 10, 10)]), tolerance: 0 };
         let report = diff_heatmap(&expected, &actual, &options).unwrap();
         assert_eq!(report.changed_pixels, 3);
         assert_eq!(report.max_difference, 200);
-        assert_eq!(
-            report.changed_boxes,
-            vec![Rect::new(10, 10, 3, 2), Rect::new(80, 40, 1, 1)]
-        );
+        assert_eq!(report.changed_boxes, vec![Rect::new(10, 10, 3, 2), Rect::new(80, 40, 1, 1)]);
         let [r, g, b] = report.image.rgb(10, 10);
-        assert!(
-            r > 200 && g < 60 && b < 60,
-            "strong change is red: {r},{g},{b}"
-        );
+        assert!(r > 200 && g < 60 && b < 60, "strong change is red: {r},{g},{b}");
         let [r, g, b] = report.image.rgb(12, 11);
-        assert!(
-            r > 100 && r > 2 * g,
-            "a one-level change still shows: {r},{g},{b}"
-        );
+        assert!(r > 100 && r > 2 * g, "a one-level change still shows: {r},{g},{b}");
         let [r, _, b] = report.image.rgb(90, 50);
         assert!(b > r, "masked pixel is blue");
         assert_eq!(report.image.rgb(8, 8), YELLOW);
         assert_eq!(report.image.rgb(50, 30), [30, 30, 30]);
-        let tolerant = DiffOptions {
-            tolerance: 1,
-            ..options
-        };
-        assert_eq!(
-            diff_heatmap(&expected, &actual, &tolerant)
-                .unwrap()
-                .changed_pixels,
-            2
-        );
+        let tolerant = DiffOptions { tolerance: 1, ..options };
+        assert_eq!(diff_heatmap(&expected, &actual, &tolerant).unwrap().changed_pixels, 2);
         assert!(diff_heatmap(&expected, &Frame::new(10, 10), &DiffOptions::default()).is_err());
         let mismatch = heatmap(&expected, &Frame::new(10, 10));
         assert_eq!((mismatch.width(), mismatch.height()), (10, 10));

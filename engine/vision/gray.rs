@@ -35,11 +35,7 @@ impl std::fmt::Debug for GrayImage {
 impl GrayImage {
     /// A black image.
     pub fn new(width: u32, height: u32) -> GrayImage {
-        GrayImage {
-            width,
-            height,
-            pixels: vec![0; width as usize * height as usize],
-        }
+        GrayImage { width, height, pixels: vec![0; width as usize * height as usize] }
     }
 
     /// The luma of a frame (BT.601, PIL rounding; the same values as
@@ -47,11 +43,7 @@ impl GrayImage {
     pub fn from_frame(frame: &Frame) -> GrayImage {
         let mut pixels = Vec::with_capacity(frame.pixels().len() / 4);
         luma_into(frame.pixels(), &mut pixels);
-        GrayImage {
-            width: frame.width(),
-            height: frame.height(),
-            pixels,
-        }
+        GrayImage { width: frame.width(), height: frame.height(), pixels }
     }
 
     /// The luma of the part of `frame` inside `region` (clipped to the frame);
@@ -65,27 +57,15 @@ impl GrayImage {
             let start = y as usize * stride + r.x as usize * 4;
             luma_into(src.get(start..start + r.w as usize * 4)?, &mut pixels);
         }
-        Some(GrayImage {
-            width: r.w,
-            height: r.h,
-            pixels,
-        })
+        Some(GrayImage { width: r.w, height: r.h, pixels })
     }
 
     /// Wrap a luma buffer of `width * height` bytes.
     pub fn from_luma(width: u32, height: u32, pixels: Vec<u8>) -> Result<GrayImage, GrayError> {
         if pixels.len() != width as usize * height as usize {
-            return Err(GrayError::Size {
-                width,
-                height,
-                len: pixels.len(),
-            });
+            return Err(GrayError::Size { width, height, len: pixels.len() });
         }
-        Ok(GrayImage {
-            width,
-            height,
-            pixels,
-        })
+        Ok(GrayImage { width, height, pixels })
     }
 
     pub fn width(&self) -> u32 {
@@ -121,9 +101,7 @@ impl GrayImage {
         if x >= self.width || y >= self.height {
             return None;
         }
-        self.pixels
-            .get(y as usize * self.width as usize + x as usize)
-            .copied()
+        self.pixels.get(y as usize * self.width as usize + x as usize).copied()
     }
 
     /// The part inside `rect`, clipped; `None` when the rectangle lies outside.
@@ -134,11 +112,7 @@ impl GrayImage {
             let row = self.row(y);
             pixels.extend_from_slice(row.get(r.x as usize..r.right() as usize)?);
         }
-        Some(GrayImage {
-            width: r.w,
-            height: r.h,
-            pixels,
-        })
+        Some(GrayImage { width: r.w, height: r.h, pixels })
     }
 
     /// Half the size in each direction with a [1 3 3 1]/8 filter (a 2x2 mean
@@ -174,23 +148,15 @@ impl GrayImage {
         for j in 0..oh {
             let y = 2 * j as isize;
             let r = |y: isize| y.clamp(0, h as isize - 1) as usize * ow;
-            let (a, b, c, d) = (
-                &tmp[r(y - 1)..][..ow],
-                &tmp[r(y)..][..ow],
-                &tmp[r(y + 1)..][..ow],
-                &tmp[r(y + 2)..][..ow],
-            );
+            let (a, b, c, d) =
+                (&tmp[r(y - 1)..][..ow], &tmp[r(y)..][..ow], &tmp[r(y + 1)..][..ow], &tmp[r(y + 2)..][..ow]);
             let dst = &mut pixels[j * ow..(j + 1) * ow];
             for i in 0..ow {
                 let v = a[i] as u32 + 3 * b[i] as u32 + 3 * c[i] as u32 + d[i] as u32;
                 dst[i] = ((v + 32) >> 6) as u8;
             }
         }
-        GrayImage {
-            width: ow as u32,
-            height: oh as u32,
-            pixels,
-        }
+        GrayImage { width: ow as u32, height: oh as u32, pixels }
     }
 
     /// Twice the size in each direction, bilinear (pixel centres aligned as in
@@ -223,22 +189,10 @@ impl GrayImage {
             let up = &rows[y.saturating_sub(1)];
             let down = &rows[(y + 1).min(h - 1)];
             // Values are 4x scaled; vertical weights 3/4 and 1/4 give 16x.
-            pixels.extend(
-                c.iter()
-                    .zip(up)
-                    .map(|(&c, &u)| ((3 * c + u + 8) / 16) as u8),
-            );
-            pixels.extend(
-                c.iter()
-                    .zip(down)
-                    .map(|(&c, &d)| ((3 * c + d + 8) / 16) as u8),
-            );
+            pixels.extend(c.iter().zip(up).map(|(&c, &u)| ((3 * c + u + 8) / 16) as u8));
+            pixels.extend(c.iter().zip(down).map(|(&c, &d)| ((3 * c + d + 8) / 16) as u8));
         }
-        GrayImage {
-            width: self.width * 2,
-            height: self.height * 2,
-            pixels,
-        }
+        GrayImage { width: self.width * 2, height: self.height * 2, pixels }
     }
 
     /// A gray RGB frame with the same values (for saving and heatmaps).
@@ -259,15 +213,9 @@ impl GrayImage {
         enc.set_color(png::ColorType::Grayscale);
         enc.set_depth(png::BitDepth::Eight);
         enc.set_compression(png::Compression::Fast);
-        let mut writer = enc
-            .write_header()
-            .map_err(|e| GrayError::Encode(e.to_string()))?;
-        writer
-            .write_image_data(&self.pixels)
-            .map_err(|e| GrayError::Encode(e.to_string()))?;
-        writer
-            .finish()
-            .map_err(|e| GrayError::Encode(e.to_string()))?;
+        let mut writer = enc.write_header().map_err(|e| GrayError::Encode(e.to_string()))?;
+        writer.write_image_data(&self.pixels).map_err(|e| GrayError::Encode(e.to_string()))?;
+        writer.finish().map_err(|e| GrayError::Encode(e.to_string()))?;
         Ok(out)
     }
 }
@@ -283,11 +231,7 @@ fn luma_into(rgba: &[u8], out: &mut Vec<u8>) {
     let mut blocks = dst.chunks_exact_mut(8);
     for (block, luma) in (&mut src).zip(&mut blocks) {
         for i in 0..8 {
-            let (r, g, b) = (
-                block[4 * i] as u32,
-                block[4 * i + 1] as u32,
-                block[4 * i + 2] as u32,
-            );
+            let (r, g, b) = (block[4 * i] as u32, block[4 * i + 1] as u32, block[4 * i + 2] as u32);
             luma[i] = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8;
         }
     }
@@ -356,11 +300,7 @@ impl Mask {
     /// Each rectangle grown by `radius` on every side, clipped to `bounds`.
     pub fn dilated(&self, radius: u32, bounds: Rect) -> Mask {
         Mask {
-            rects: self
-                .rects
-                .iter()
-                .filter_map(|r| r.intersect(&bounds).map(|r| r.expand(radius, &bounds)))
-                .collect(),
+            rects: self.rects.iter().filter_map(|r| r.intersect(&bounds).map(|r| r.expand(radius, &bounds))).collect(),
         }
     }
 
@@ -418,13 +358,9 @@ mod tests {
         assert_eq!((p.width(), p.height()), (3, 3));
         assert!(p.pixels().iter().all(|&v| v == 77));
         // [1 3 3 1]/8 in both directions, clamped borders.
-        let ramp = GrayImage::from_luma(8, 1, vec![0, 8, 16, 24, 32, 40, 48, 56])
-            .unwrap()
-            .pyramid_down();
+        let ramp = GrayImage::from_luma(8, 1, vec![0, 8, 16, 24, 32, 40, 48, 56]).unwrap().pyramid_down();
         assert_eq!(ramp.pixels().len(), 0);
-        let ramp = GrayImage::from_luma(8, 2, [0u8, 8, 16, 24, 32, 40, 48, 56].repeat(2))
-            .unwrap()
-            .pyramid_down();
+        let ramp = GrayImage::from_luma(8, 2, [0u8, 8, 16, 24, 32, 40, 48, 56].repeat(2)).unwrap().pyramid_down();
         assert_eq!(ramp.pixels(), &[5, 20, 36, 51]);
         let step = GrayImage::from_luma(2, 1, vec![0, 200]).unwrap().upscale2();
         assert_eq!(step.row(0), &[0, 50, 150, 200]);
@@ -435,23 +371,13 @@ mod tests {
         let mut frame = Frame::new(13, 7);
         for y in 0..7 {
             for x in 0..13 {
-                frame.set_rgb(
-                    x,
-                    y,
-                    [(x * 19) as u8, (y * 37 + x) as u8, (255 - x * y) as u8],
-                );
+                frame.set_rgb(x, y, [(x * 19) as u8, (y * 37 + x) as u8, (255 - x * y) as u8]);
             }
         }
-        assert_eq!(
-            GrayImage::from_frame(&frame).pixels(),
-            frame.to_luma().as_slice()
-        );
+        assert_eq!(GrayImage::from_frame(&frame).pixels(), frame.to_luma().as_slice());
         let region = Rect::new(3, 2, 9, 4);
         let cropped = GrayImage::from_frame(&frame.crop(region).unwrap());
-        assert_eq!(
-            GrayImage::from_frame_region(&frame, region).unwrap(),
-            cropped
-        );
+        assert_eq!(GrayImage::from_frame_region(&frame, region).unwrap(), cropped);
     }
 
     #[test]

@@ -49,24 +49,11 @@ const TRUNCATE: f64 = 3.5;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SsimError {
     #[error("images differ in size: {a_width}x{a_height} vs {b_width}x{b_height}")]
-    SizeMismatch {
-        a_width: u32,
-        a_height: u32,
-        b_width: u32,
-        b_height: u32,
-    },
+    SizeMismatch { a_width: u32, a_height: u32, b_width: u32, b_height: u32 },
     #[error("a {width}x{height} image is smaller than the {window}x{window} SSIM window")]
-    TooSmall {
-        width: u32,
-        height: u32,
-        window: u32,
-    },
+    TooSmall { width: u32, height: u32, window: u32 },
     #[error("region {region} lies outside the {width}x{height} image")]
-    RegionOutside {
-        region: Rect,
-        width: u32,
-        height: u32,
-    },
+    RegionOutside { region: Rect, width: u32, height: u32 },
     #[error("invalid SSIM window: {0}")]
     BadWindow(String),
     #[error("the mask covers every compared pixel: nothing left to compare")]
@@ -99,16 +86,12 @@ impl SsimWindow {
 
     fn validate(&self) -> Result<(), SsimError> {
         match *self {
-            SsimWindow::Gaussian { sigma }
-                if !(sigma.is_finite() && sigma > 0.0 && sigma <= 50.0) =>
-            {
-                Err(SsimError::BadWindow(format!(
-                    "Gaussian sigma must lie in (0, 50], not {sigma}"
-                )))
+            SsimWindow::Gaussian { sigma } if !(sigma.is_finite() && sigma > 0.0 && sigma <= 50.0) => {
+                Err(SsimError::BadWindow(format!("Gaussian sigma must lie in (0, 50], not {sigma}")))
             }
-            SsimWindow::Box { size } if size % 2 == 0 || !(3..=255).contains(&size) => Err(
-                SsimError::BadWindow(format!("box size must be odd and in 3..=255, not {size}")),
-            ),
+            SsimWindow::Box { size } if size % 2 == 0 || !(3..=255).contains(&size) => {
+                Err(SsimError::BadWindow(format!("box size must be odd and in 3..=255, not {size}")))
+            }
             _ => Ok(()),
         }
     }
@@ -189,9 +172,7 @@ impl SsimMap {
         if x >= self.width || y >= self.height {
             return None;
         }
-        self.values
-            .get(y as usize * self.width as usize + x as usize)
-            .copied()
+        self.values.get(y as usize * self.width as usize + x as usize).copied()
     }
 
     /// The window radius: map pixels closer than this to an edge are not counted.
@@ -209,11 +190,7 @@ impl SsimMap {
     /// and outside the dilated mask.
     pub fn is_counted(&self, x: u32, y: u32) -> bool {
         let r = self.radius;
-        x >= r
-            && y >= r
-            && x + r < self.width
-            && y + r < self.height
-            && !self.excluded.contains(Point::new(x, y))
+        x >= r && y >= r && x + r < self.width && y + r < self.height && !self.excluded.contains(Point::new(x, y))
     }
 }
 
@@ -221,27 +198,13 @@ impl SsimMap {
 pub fn ssim_frames(a: &Frame, b: &Frame, options: &SsimOptions) -> Result<SsimScore, SsimError> {
     check_same_size(a.width(), a.height(), b.width(), b.height())?;
     match options.region {
-        None => ssim(
-            &GrayImage::from_frame(a),
-            &GrayImage::from_frame(b),
-            options,
-        ),
+        None => ssim(&GrayImage::from_frame(a), &GrayImage::from_frame(b), options),
         Some(region) => {
-            let outside = || SsimError::RegionOutside {
-                region,
-                width: a.width(),
-                height: a.height(),
-            };
+            let outside = || SsimError::RegionOutside { region, width: a.width(), height: a.height() };
             let clipped = region.intersect(&a.bounds()).ok_or_else(outside)?;
             let ga = GrayImage::from_frame_region(a, clipped).ok_or_else(outside)?;
             let gb = GrayImage::from_frame_region(b, clipped).ok_or_else(outside)?;
-            compare(
-                &ga,
-                &gb,
-                clipped,
-                &options.mask.relative_to(clipped),
-                options,
-            )
+            compare(&ga, &gb, clipped, &options.mask.relative_to(clipped), options)
         }
     }
 }
@@ -252,33 +215,18 @@ pub fn ssim(a: &GrayImage, b: &GrayImage, options: &SsimOptions) -> Result<SsimS
     match options.region {
         None => compare(a, b, a.bounds(), &options.mask, options),
         Some(region) => {
-            let outside = || SsimError::RegionOutside {
-                region,
-                width: a.width(),
-                height: a.height(),
-            };
+            let outside = || SsimError::RegionOutside { region, width: a.width(), height: a.height() };
             let clipped = region.intersect(&a.bounds()).ok_or_else(outside)?;
             let ca = a.crop(clipped).ok_or_else(outside)?;
             let cb = b.crop(clipped).ok_or_else(outside)?;
-            compare(
-                &ca,
-                &cb,
-                clipped,
-                &options.mask.relative_to(clipped),
-                options,
-            )
+            compare(&ca, &cb, clipped, &options.mask.relative_to(clipped), options)
         }
     }
 }
 
 fn check_same_size(aw: u32, ah: u32, bw: u32, bh: u32) -> Result<(), SsimError> {
     if (aw, ah) != (bw, bh) {
-        return Err(SsimError::SizeMismatch {
-            a_width: aw,
-            a_height: ah,
-            b_width: bw,
-            b_height: bh,
-        });
+        return Err(SsimError::SizeMismatch { a_width: aw, a_height: ah, b_width: bw, b_height: bh });
     }
     Ok(())
 }
@@ -296,31 +244,19 @@ fn compare(
     let (w, h) = (a.width(), a.height());
     let size = options.window.size();
     if w < size || h < size {
-        return Err(SsimError::TooSmall {
-            width: w,
-            height: h,
-            window: size,
-        });
+        return Err(SsimError::TooSmall { width: w, height: h, window: size });
     }
     let r = options.window.radius();
     let np = (size as f64) * (size as f64);
-    let cov_norm = if options.sample_covariance {
-        np / (np - 1.0)
-    } else {
-        1.0
-    };
+    let cov_norm = if options.sample_covariance { np / (np - 1.0) } else { 1.0 };
     let excluded = mask.dilated(r, Rect::screen(w, h));
     let mut sink = RowSink::new(w, h, r, &excluded, options.keep_map);
     match options.window {
-        SsimWindow::Gaussian { sigma } => {
-            gaussian_ssim(a, b, &gaussian_kernel(sigma, r), cov_norm as f32, &mut sink)
-        }
+        SsimWindow::Gaussian { sigma } => gaussian_ssim(a, b, &gaussian_kernel(sigma, r), cov_norm as f32, &mut sink),
         SsimWindow::Box { size } => box_ssim(a, b, size, cov_norm, &mut sink),
     }
     let (sum, count, values) = (sink.sum, sink.count, sink.map);
-    let worst = sink
-        .worst
-        .map(|(x, y, v)| (Point::new(area.x + x, area.y + y), v));
+    let worst = sink.worst.map(|(x, y, v)| (Point::new(area.x + x, area.y + y), v));
     if count == 0 {
         return Err(SsimError::AllMasked);
     }
@@ -333,12 +269,7 @@ fn compare(
         radius: r,
         excluded,
     });
-    Ok(SsimScore {
-        score,
-        compared_pixels: count,
-        worst,
-        map,
-    })
+    Ok(SsimScore { score, compared_pixels: count, worst, map })
 }
 
 /// Collects SSIM rows: sums the counted pixels and keeps the map when asked.
@@ -356,34 +287,17 @@ struct RowSink<'m> {
 impl<'m> RowSink<'m> {
     fn new(width: u32, height: u32, radius: u32, excluded: &'m Mask, keep_map: bool) -> Self {
         let map = keep_map.then(|| vec![0f32; width as usize * height as usize]);
-        RowSink {
-            width,
-            height,
-            radius,
-            excluded,
-            map,
-            sum: 0.0,
-            count: 0,
-            worst: None,
-        }
+        RowSink { width, height, radius, excluded, map, sum: 0.0, count: 0, worst: None }
     }
 
     /// Rows whose values are needed: every row for a map, else only counted rows.
     fn rows(&self) -> std::ops::Range<u32> {
-        if self.map.is_some() {
-            0..self.height
-        } else {
-            self.radius..self.height - self.radius
-        }
+        if self.map.is_some() { 0..self.height } else { self.radius..self.height - self.radius }
     }
 
     /// Columns that must be computed in every needed row.
     fn columns(&self) -> std::ops::Range<u32> {
-        if self.map.is_some() {
-            0..self.width
-        } else {
-            self.radius..self.width - self.radius
-        }
+        if self.map.is_some() { 0..self.width } else { self.radius..self.width - self.radius }
     }
 
     /// The counted spans of row `y` (empty outside the border crop).
@@ -429,10 +343,7 @@ fn min_f32(values: &[f32]) -> f32 {
             lanes[i] = if c[i] < lanes[i] { c[i] } else { lanes[i] };
         }
     }
-    lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::INFINITY, |m, &v| if v < m { v } else { m })
+    lanes.iter().chain(rest).fold(f32::INFINITY, |m, &v| if v < m { v } else { m })
 }
 
 /// Sum in eight lanes (vectorisable), then in f64.
@@ -451,9 +362,7 @@ fn sum_f32(values: &[f32]) -> f64 {
 /// scipy's `_gaussian_kernel1d`: exp(-x^2 / 2 sigma^2) for x in -r..=r, normalised.
 /// Returned as the centre weight followed by the weights at distance 1..=r.
 fn gaussian_kernel(sigma: f64, radius: u32) -> Vec<f32> {
-    let half: Vec<f64> = (0..=radius)
-        .map(|x| (-0.5 * (x as f64) * (x as f64) / (sigma * sigma)).exp())
-        .collect();
+    let half: Vec<f64> = (0..=radius).map(|x| (-0.5 * (x as f64) * (x as f64) / (sigma * sigma)).exp()).collect();
     let total: f64 = half[0] + 2.0 * half[1..].iter().sum::<f64>();
     half.iter().map(|w| (w / total) as f32).collect()
 }
@@ -467,10 +376,7 @@ fn reflect(i: i64, n: u32) -> u32 {
 }
 
 fn ssim_constants() -> (f32, f32) {
-    (
-        ((K1 * DATA_RANGE) * (K1 * DATA_RANGE)) as f32,
-        ((K2 * DATA_RANGE) * (K2 * DATA_RANGE)) as f32,
-    )
+    (((K1 * DATA_RANGE) * (K1 * DATA_RANGE)) as f32, ((K2 * DATA_RANGE) * (K2 * DATA_RANGE)) as f32)
 }
 
 /// Lanes processed together; the inner loops work on `[f32; LANES]` blocks that
@@ -488,23 +394,11 @@ struct Moments {
 
 impl Moments {
     fn new(len: usize) -> Self {
-        Moments {
-            x: vec![0.0; len],
-            y: vec![0.0; len],
-            xx: vec![0.0; len],
-            yy: vec![0.0; len],
-            xy: vec![0.0; len],
-        }
+        Moments { x: vec![0.0; len], y: vec![0.0; len], xx: vec![0.0; len], yy: vec![0.0; len], xy: vec![0.0; len] }
     }
 }
 
-fn gaussian_ssim(
-    a: &GrayImage,
-    b: &GrayImage,
-    kernel: &[f32],
-    cov_norm: f32,
-    sink: &mut RowSink<'_>,
-) {
+fn gaussian_ssim(a: &GrayImage, b: &GrayImage, kernel: &[f32], cov_norm: f32, sink: &mut RowSink<'_>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above), which is all the
@@ -519,13 +413,7 @@ fn gaussian_ssim(
 /// builds round identically, so results do not depend on the CPU.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn gaussian_ssim_avx2(
-    a: &GrayImage,
-    b: &GrayImage,
-    kernel: &[f32],
-    cov_norm: f32,
-    sink: &mut RowSink<'_>,
-) {
+fn gaussian_ssim_avx2(a: &GrayImage, b: &GrayImage, kernel: &[f32], cov_norm: f32, sink: &mut RowSink<'_>) {
     gaussian_ssim_rows(a, b, kernel, cov_norm, sink);
 }
 
@@ -543,13 +431,7 @@ struct RowCache {
 impl RowCache {
     fn new(width: usize, radius: usize) -> Self {
         let slots = 2 * radius + 2;
-        RowCache {
-            width,
-            slots,
-            a: vec![0.0; slots * width],
-            b: vec![0.0; slots * width],
-            held: vec![None; slots],
-        }
+        RowCache { width, slots, a: vec![0.0; slots * width], b: vec![0.0; slots * width], held: vec![None; slots] }
     }
 
     #[inline(always)]
@@ -572,21 +454,12 @@ impl RowCache {
     #[inline(always)]
     fn rows(&self, row: u32) -> (&[f32], &[f32]) {
         let start = row as usize % self.slots * self.width;
-        (
-            &self.a[start..start + self.width],
-            &self.b[start..start + self.width],
-        )
+        (&self.a[start..start + self.width], &self.b[start..start + self.width])
     }
 }
 
 #[inline(always)]
-fn gaussian_ssim_rows(
-    a: &GrayImage,
-    b: &GrayImage,
-    kernel: &[f32],
-    cov_norm: f32,
-    sink: &mut RowSink<'_>,
-) {
+fn gaussian_ssim_rows(a: &GrayImage, b: &GrayImage, kernel: &[f32], cov_norm: f32, sink: &mut RowSink<'_>) {
     let (w, h) = (a.width() as usize, a.height());
     let r = kernel.len() - 1;
     let mut cache = RowCache::new(w, r);
@@ -605,9 +478,7 @@ fn gaussian_ssim_rows(
             continue;
         }
         let yi = y as i64;
-        let pairs: Vec<(u32, u32)> = (0..=r as i64)
-            .map(|j| (reflect(yi - j, h), reflect(yi + j, h)))
-            .collect();
+        let pairs: Vec<(u32, u32)> = (0..=r as i64).map(|j| (reflect(yi - j, h), reflect(yi + j, h))).collect();
         for &(up, down) in &pairs {
             cache.load(a, b, up);
             cache.load(a, b, down);
@@ -621,13 +492,7 @@ fn gaussian_ssim_rows(
             rows_b.push((ub, db));
         }
         vertical(&rows_a, &rows_b, kernel, &mut vert, r);
-        for plane in [
-            &mut vert.x,
-            &mut vert.y,
-            &mut vert.xx,
-            &mut vert.yy,
-            &mut vert.xy,
-        ] {
+        for plane in [&mut vert.x, &mut vert.y, &mut vert.xx, &mut vert.yy, &mut vert.xy] {
             for p in 0..r {
                 plane[p] = plane[r + reflect(p as i64 - r as i64, w as u32) as usize];
                 plane[w + r + p] = plane[r + reflect((w + p) as i64, w as u32) as usize];
@@ -642,13 +507,7 @@ fn gaussian_ssim_rows(
 /// `out[r..r + w]`. `rows_a[j]` / `rows_b[j]` are the rows at distance `j` above
 /// and below (the centre row twice for `j = 0`).
 #[inline(always)]
-fn vertical(
-    rows_a: &[(&[f32], &[f32])],
-    rows_b: &[(&[f32], &[f32])],
-    kernel: &[f32],
-    out: &mut Moments,
-    r: usize,
-) {
+fn vertical(rows_a: &[(&[f32], &[f32])], rows_b: &[(&[f32], &[f32])], kernel: &[f32], out: &mut Moments, r: usize) {
     match r {
         1 => vertical_fixed::<1>(rows_a, rows_b, kernel, out),
         2 => vertical_fixed::<2>(rows_a, rows_b, kernel, out),
@@ -673,13 +532,8 @@ fn vertical_fixed<const R: usize>(
     let w = rows_a[0].0.len();
     let blocks = w / LANES * LANES;
     for x in (0..blocks).step_by(LANES) {
-        let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (
-            [0f32; LANES],
-            [0f32; LANES],
-            [0f32; LANES],
-            [0f32; LANES],
-            [0f32; LANES],
-        );
+        let (mut sx, mut sy, mut sxx, mut syy, mut sxy) =
+            ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
         let (a0, b0, w0) = (block(rows_a[0].0, x), block(rows_b[0].0, x), kernel[0]);
         for l in 0..LANES {
             let (p, q) = (a0[l], b0[l]);
@@ -727,8 +581,7 @@ fn vertical_tail(
     };
     for x in from..centre.len() {
         let mut s = [0f32; 5];
-        for (j, ((&(a1, a2), &(b1, b2)), &wj)) in rows_a.iter().zip(rows_b).zip(kernel).enumerate()
-        {
+        for (j, ((&(a1, a2), &(b1, b2)), &wj)) in rows_a.iter().zip(rows_b).zip(kernel).enumerate() {
             let (p1, q1) = (a1[x], b1[x]);
             let (p2, q2) = if j == 0 { (0.0, 0.0) } else { (a2[x], b2[x]) };
             s[0] += wj * (p1 + p2);
@@ -786,27 +639,14 @@ fn ssim_formula(m: [f32; 5], k: &SsimConstants) -> f32 {
 /// Horizontal pass over the padded vertical sums, then the SSIM formula, for
 /// output columns `c0..c0 + out.len()` (output column c reads padded c..=c+2r).
 #[inline(always)]
-fn horizontal_ssim(
-    vert: &Moments,
-    kernel: &[f32],
-    c0: usize,
-    horiz: &mut Moments,
-    out: &mut [f32],
-    k: &SsimConstants,
-) {
+fn horizontal_ssim(vert: &Moments, kernel: &[f32], c0: usize, horiz: &mut Moments, out: &mut [f32], k: &SsimConstants) {
     let n = out.len();
     horizontal(&vert.x, kernel, c0, &mut horiz.x[..n]);
     horizontal(&vert.y, kernel, c0, &mut horiz.y[..n]);
     horizontal(&vert.xx, kernel, c0, &mut horiz.xx[..n]);
     horizontal(&vert.yy, kernel, c0, &mut horiz.yy[..n]);
     horizontal(&vert.xy, kernel, c0, &mut horiz.xy[..n]);
-    let (x, y, xx, yy, xy) = (
-        &horiz.x[..n],
-        &horiz.y[..n],
-        &horiz.xx[..n],
-        &horiz.yy[..n],
-        &horiz.xy[..n],
-    );
+    let (x, y, xx, yy, xy) = (&horiz.x[..n], &horiz.y[..n], &horiz.xx[..n], &horiz.yy[..n], &horiz.xy[..n]);
     for i in 0..n {
         out[i] = ssim_formula([x[i], y[i], xx[i], yy[i], xy[i]], k);
     }
@@ -906,14 +746,8 @@ fn padded_row(img: &GrayImage, padded_y: i64, r: u32, out: &mut [u32]) {
         *dst = v as u32;
     }
     for p in 0..r {
-        out[p] = row
-            .get(reflect(p as i64 - r as i64, w) as usize)
-            .copied()
-            .unwrap_or(0) as u32;
-        out[w as usize + r + p] = row
-            .get(reflect(w as i64 + p as i64, w) as usize)
-            .copied()
-            .unwrap_or(0) as u32;
+        out[p] = row.get(reflect(p as i64 - r as i64, w) as usize).copied().unwrap_or(0) as u32;
+        out[w as usize + r + p] = row.get(reflect(w as i64 + p as i64, w) as usize).copied().unwrap_or(0) as u32;
     }
 }
 
@@ -929,12 +763,7 @@ fn box_ssim_rows(a: &GrayImage, b: &GrayImage, size: u32, cov_norm: f64, sink: &
 
     // Column sums of x, y, x^2, y^2, xy over the rows of the current window.
     let mut cols: [Vec<u32>; 5] = std::array::from_fn(|_| vec![0u32; pw]);
-    let (mut new_a, mut new_b, mut old_a, mut old_b) = (
-        vec![0u32; pw],
-        vec![0u32; pw],
-        vec![0u32; pw],
-        vec![0u32; pw],
-    );
+    let (mut new_a, mut new_b, mut old_a, mut old_b) = (vec![0u32; pw], vec![0u32; pw], vec![0u32; pw], vec![0u32; pw]);
     let zero = vec![0u32; pw];
     // Add padded row `add` and remove padded row `sub` (or nothing).
     let roll = |cols: &mut [Vec<u32>; 5], add: i64, sub: Option<i64>, bufs: [&mut Vec<u32>; 4]| {
@@ -953,13 +782,7 @@ fn box_ssim_rows(a: &GrayImage, b: &GrayImage, size: u32, cov_norm: f64, sink: &
         }
         let [cx, cy, cxx, cyy, cxy] = cols;
         let (na, nb, oa, ob) = (&na[..pw], &nb[..pw], &oa[..pw], &ob[..pw]);
-        let (cx, cy, cxx, cyy, cxy) = (
-            &mut cx[..pw],
-            &mut cy[..pw],
-            &mut cxx[..pw],
-            &mut cyy[..pw],
-            &mut cxy[..pw],
-        );
+        let (cx, cy, cxx, cyy, cxy) = (&mut cx[..pw], &mut cy[..pw], &mut cxx[..pw], &mut cyy[..pw], &mut cxy[..pw]);
         for i in 0..pw {
             let (p, q, po, qo) = (na[i], nb[i], oa[i], ob[i]);
             cx[i] = cx[i].wrapping_add(p).wrapping_sub(po);
@@ -970,12 +793,7 @@ fn box_ssim_rows(a: &GrayImage, b: &GrayImage, size: u32, cov_norm: f64, sink: &
         }
     };
     for yp in 0..s as i64 - 1 {
-        roll(
-            &mut cols,
-            yp,
-            None,
-            [&mut new_a, &mut new_b, &mut old_a, &mut old_b],
-        );
+        roll(&mut cols, yp, None, [&mut new_a, &mut new_b, &mut old_a, &mut old_b]);
     }
     let rows = sink.rows();
     let columns = sink.columns();
@@ -985,12 +803,7 @@ fn box_ssim_rows(a: &GrayImage, b: &GrayImage, size: u32, cov_norm: f64, sink: &
     for y in 0..h {
         // The window of output row y covers padded rows y..y+size.
         let sub = (y > 0).then(|| y as i64 - 1);
-        roll(
-            &mut cols,
-            y as i64 + s as i64 - 1,
-            sub,
-            [&mut new_a, &mut new_b, &mut old_a, &mut old_b],
-        );
+        roll(&mut cols, y as i64 + s as i64 - 1, sub, [&mut new_a, &mut new_b, &mut old_a, &mut old_b]);
         if !rows.contains(&y) {
             continue;
         }
@@ -1009,11 +822,7 @@ fn box_ssim_rows(a: &GrayImage, b: &GrayImage, size: u32, cov_norm: f64, sink: &
         let window = |p: &[u32], i: usize| p[c0 + i + s].wrapping_sub(p[c0 + i]) as f64;
         for (i, out) in values.iter_mut().enumerate() {
             let (sx, sy) = (window(&prefix[0], i), window(&prefix[1], i));
-            let (sxx, syy, sxy) = (
-                window(&prefix[2], i),
-                window(&prefix[3], i),
-                window(&prefix[4], i),
-            );
+            let (sxx, syy, sxy) = (window(&prefix[2], i), window(&prefix[3], i), window(&prefix[4], i));
             // n * sum(x^2) - sum(x)^2 is an exact integer in f64 (< 2^53).
             let vx = (n * sxx - sx * sx) * scale;
             let vy = (n * syy - sy * sy) * scale;
@@ -1059,32 +868,17 @@ mod tests {
     fn identical_is_one_and_errors_are_typed() {
         let a = image(40, 30, |x, y| ((x * 7 + y * 13) % 256) as u8);
         for window in [SsimWindow::default(), SsimWindow::Box { size: 7 }] {
-            let opts = SsimOptions {
-                window,
-                ..Default::default()
-            };
+            let opts = SsimOptions { window, ..Default::default() };
             let s = ssim(&a, &a, &opts).unwrap();
             assert_eq!(s.score, 1.0);
         }
         let small = image(10, 30, |_, _| 0);
-        assert!(matches!(
-            ssim(&small, &small, &SsimOptions::default()),
-            Err(SsimError::TooSmall { .. })
-        ));
+        assert!(matches!(ssim(&small, &small, &SsimOptions::default()), Err(SsimError::TooSmall { .. })));
         let other = image(41, 30, |_, _| 0);
-        assert!(matches!(
-            ssim(&a, &other, &SsimOptions::default()),
-            Err(SsimError::SizeMismatch { .. })
-        ));
-        let opts = SsimOptions {
-            window: SsimWindow::Box { size: 4 },
-            ..Default::default()
-        };
+        assert!(matches!(ssim(&a, &other, &SsimOptions::default()), Err(SsimError::SizeMismatch { .. })));
+        let opts = SsimOptions { window: SsimWindow::Box { size: 4 }, ..Default::default() };
         assert!(matches!(ssim(&a, &a, &opts), Err(SsimError::BadWindow(_))));
-        let opts = SsimOptions {
-            mask: Mask::from_rects([Rect::new(0, 0, 40, 30)]),
-            ..Default::default()
-        };
+        let opts = SsimOptions { mask: Mask::from_rects([Rect::new(0, 0, 40, 30)]), ..Default::default() };
         assert_eq!(ssim(&a, &a, &opts).unwrap_err(), SsimError::AllMasked);
     }
 
@@ -1094,29 +888,19 @@ mod tests {
         let a = image(30, 25, |x, y| ((x * x + 3 * y) % 251) as u8);
         let b = image(30, 25, |x, y| ((x * 5 + y * y) % 241) as u8);
         let (px, py) = (12u32, 11u32);
-        for (window, weights) in [
-            (SsimWindow::Gaussian { sigma: 1.5 }, None),
-            (SsimWindow::Box { size: 7 }, Some(())),
-        ] {
+        for (window, weights) in [(SsimWindow::Gaussian { sigma: 1.5 }, None), (SsimWindow::Box { size: 7 }, Some(()))]
+        {
             let r = window.radius() as i64;
             let k = gaussian_kernel(1.5, 5);
             let wt = |d: i64| -> f64 {
-                if weights.is_some() {
-                    1.0 / (2 * r + 1) as f64
-                } else {
-                    k[d.unsigned_abs() as usize] as f64
-                }
+                if weights.is_some() { 1.0 / (2 * r + 1) as f64 } else { k[d.unsigned_abs() as usize] as f64 }
             };
             let (mut mx, mut my, mut mxx, mut myy, mut mxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
             for dy in -r..=r {
                 for dx in -r..=r {
                     let g = wt(dx) * wt(dy);
-                    let p = a
-                        .get((px as i64 + dx) as u32, (py as i64 + dy) as u32)
-                        .unwrap() as f64;
-                    let q = b
-                        .get((px as i64 + dx) as u32, (py as i64 + dy) as u32)
-                        .unwrap() as f64;
+                    let p = a.get((px as i64 + dx) as u32, (py as i64 + dy) as u32).unwrap() as f64;
+                    let q = b.get((px as i64 + dx) as u32, (py as i64 + dy) as u32).unwrap() as f64;
                     mx += g * p;
                     my += g * q;
                     mxx += g * p * p;
@@ -1127,17 +911,8 @@ mod tests {
             let (c1, c2) = (6.5025, 58.5225);
             let expect = (2.0 * mx * my + c1) * (2.0 * (mxy - mx * my) + c2)
                 / ((mx * mx + my * my + c1) * (mxx - mx * mx + myy - my * my + c2));
-            let opts = SsimOptions {
-                window,
-                keep_map: true,
-                ..Default::default()
-            };
-            let got = ssim(&a, &b, &opts)
-                .unwrap()
-                .map
-                .unwrap()
-                .get(px, py)
-                .unwrap() as f64;
+            let opts = SsimOptions { window, keep_map: true, ..Default::default() };
+            let got = ssim(&a, &b, &opts).unwrap().map.unwrap().get(px, py).unwrap() as f64;
             assert!((got - expect).abs() < 1e-4, "{window:?}: {got} vs {expect}");
         }
     }
@@ -1149,11 +924,8 @@ mod tests {
         b.pixels_mut()[20 * 60 + 30] = 255; // one changed pixel at (30, 20)
         let changed = ssim(&a, &b, &SsimOptions::default()).unwrap();
         assert!(changed.score < 1.0);
-        let opts = SsimOptions {
-            mask: Mask::from_rects([Rect::new(30, 20, 1, 1)]),
-            keep_map: true,
-            ..Default::default()
-        };
+        let opts =
+            SsimOptions { mask: Mask::from_rects([Rect::new(30, 20, 1, 1)]), keep_map: true, ..Default::default() };
         let masked = ssim(&a, &b, &opts).unwrap();
         assert_eq!(masked.score, 1.0);
         // (60-10)*(40-10) interior pixels minus the 11x11 dilated square.
@@ -1168,18 +940,9 @@ mod tests {
         let mut b = a.clone();
         b.pixels_mut()[5 * 80 + 5] = 0;
         b.pixels_mut()[5 * 80 + 6] = 255;
-        let opts = SsimOptions {
-            region: Some(Rect::new(30, 20, 40, 30)),
-            ..Default::default()
-        };
+        let opts = SsimOptions { region: Some(Rect::new(30, 20, 40, 30)), ..Default::default() };
         assert_eq!(ssim(&a, &b, &opts).unwrap().score, 1.0);
-        let opts = SsimOptions {
-            region: Some(Rect::new(100, 20, 40, 30)),
-            ..Default::default()
-        };
-        assert!(matches!(
-            ssim(&a, &b, &opts),
-            Err(SsimError::RegionOutside { .. })
-        ));
+        let opts = SsimOptions { region: Some(Rect::new(100, 20, 40, 30)), ..Default::default() };
+        assert!(matches!(ssim(&a, &b, &opts), Err(SsimError::RegionOutside { .. })));
     }
 }

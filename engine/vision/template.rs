@@ -44,21 +44,10 @@ pub enum TemplateError {
          use a needle with some structure, or check a pixel colour instead"
     )]
     FlatNeedle { luma: u8 },
-    #[error(
-        "the {needle_width}x{needle_height} needle is larger than the {area_width}x{area_height} search area"
-    )]
-    NeedleTooLarge {
-        needle_width: u32,
-        needle_height: u32,
-        area_width: u32,
-        area_height: u32,
-    },
+    #[error("the {needle_width}x{needle_height} needle is larger than the {area_width}x{area_height} search area")]
+    NeedleTooLarge { needle_width: u32, needle_height: u32, area_width: u32, area_height: u32 },
     #[error("search region {region} lies outside the {width}x{height} screen")]
-    RegionOutside {
-        region: Rect,
-        width: u32,
-        height: u32,
-    },
+    RegionOutside { region: Rect, width: u32, height: u32 },
 }
 
 /// A reference image to look for, prepared once (grayscale pyramid, statistics).
@@ -86,17 +75,8 @@ impl NeedleLevel {
             return None;
         }
         let mean = img.pixels().iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let zero_mean: Vec<f32> = img
-            .pixels()
-            .iter()
-            .map(|&v| (v as f64 - mean) as f32)
-            .collect();
-        let norm = img
-            .pixels()
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            .sqrt();
+        let zero_mean: Vec<f32> = img.pixels().iter().map(|&v| (v as f64 - mean) as f32).collect();
+        let norm = img.pixels().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>().sqrt();
         // A level whose values are (almost) all equal carries no structure.
         (norm > 1e-3).then_some(NeedleLevel {
             width: img.width() as usize,
@@ -132,10 +112,7 @@ impl Needle {
                 None => break,
             }
         }
-        Ok(Needle {
-            rgb: image.clone(),
-            levels,
-        })
+        Ok(Needle { rgb: image.clone(), levels })
     }
 
     /// Cut the needle out of a screen.
@@ -215,20 +192,14 @@ impl TemplateMatch {
 }
 
 /// Find `needle` on `screen`.
-pub fn find_template(
-    screen: &Frame,
-    needle: &Needle,
-    options: &MatchOptions,
-) -> Result<TemplateMatch, TemplateError> {
+pub fn find_template(screen: &Frame, needle: &Needle, options: &MatchOptions) -> Result<TemplateMatch, TemplateError> {
     let area = match options.region {
         None => screen.bounds(),
-        Some(region) => region
-            .intersect(&screen.bounds())
-            .ok_or(TemplateError::RegionOutside {
-                region,
-                width: screen.width(),
-                height: screen.height(),
-            })?,
+        Some(region) => region.intersect(&screen.bounds()).ok_or(TemplateError::RegionOutside {
+            region,
+            width: screen.width(),
+            height: screen.height(),
+        })?,
     };
     if needle.width() > area.w || needle.height() > area.h {
         return Err(TemplateError::NeedleTooLarge {
@@ -247,49 +218,26 @@ pub fn find_template(
     let best_score = candidates.first().map_or(0.0, |c| c.1);
     // Among (near) ties in ZNCC, the pixels decide.
     let mut best: Option<(Rect, f32, f64)> = None;
-    for &((x, y), score) in candidates
-        .iter()
-        .take_while(|c| c.1 >= best_score - FINAL_TIE)
-    {
-        let location = Rect::new(
-            area.x + x as u32,
-            area.y + y as u32,
-            needle.width(),
-            needle.height(),
-        );
+    for &((x, y), score) in candidates.iter().take_while(|c| c.1 >= best_score - FINAL_TIE) {
+        let location = Rect::new(area.x + x as u32, area.y + y as u32, needle.width(), needle.height());
         let difference = block_difference(screen, needle.image(), location);
         if best.is_none_or(|(_, _, d)| difference < d) {
             best = Some((location, score, difference));
         }
     }
-    let (location, score, block_difference) = best.unwrap_or((
-        Rect::new(area.x, area.y, needle.width(), needle.height()),
-        0.0,
-        255.0,
-    ));
+    let (location, score, block_difference) =
+        best.unwrap_or((Rect::new(area.x, area.y, needle.width(), needle.height()), 0.0, 255.0));
     let score = score as f64;
-    let pixels_ok = options
-        .max_block_difference
-        .is_none_or(|max| block_difference <= max);
+    let pixels_ok = options.max_block_difference.is_none_or(|max| block_difference <= max);
     let found = score >= options.threshold && pixels_ok;
     tracing::debug!(rect = %location, score, block_difference, found, "template search");
-    Ok(TemplateMatch {
-        found,
-        score,
-        rect: location,
-        block_difference,
-        coarse_levels: levels,
-    })
+    Ok(TemplateMatch { found, score, rect: location, block_difference, coarse_levels: levels })
 }
 
 /// Find a needle image on `screen`: `Some` when it is [found](TemplateMatch::found).
 /// Prepares the needle on every call; keep a [`Needle`] and use
 /// [`find_template`] to search for the same needle repeatedly.
-pub fn find(
-    screen: &Frame,
-    needle: &Frame,
-    options: &MatchOptions,
-) -> Result<Option<TemplateMatch>, TemplateError> {
+pub fn find(screen: &Frame, needle: &Frame, options: &MatchOptions) -> Result<Option<TemplateMatch>, TemplateError> {
     let m = find_template(screen, &Needle::new(needle)?, options)?;
     Ok(m.found.then_some(m))
 }
@@ -353,19 +301,12 @@ fn search_generic(gray: GrayImage, needle: &Needle, beam: usize) -> (Vec<Candida
     let Some(coarse) = screens.pop() else {
         return (Vec::new(), 0);
     };
-    let mut candidates = best_peaks(
-        &zncc_map(&coarse, &needle.levels[top]),
-        beam,
-        &needle.levels[top],
-    );
+    let mut candidates = best_peaks(&zncc_map(&coarse, &needle.levels[top]), beam, &needle.levels[top]);
     let screens: Vec<ScreenLevel> = screens.into_iter().map(ScreenLevel::new).collect();
     for level in (0..top).rev() {
         let screen = &screens[level];
         let nl = &needle.levels[level];
-        let (max_x, max_y) = (
-            screen.gray.width() as usize - nl.width,
-            screen.gray.height() as usize - nl.height,
-        );
+        let (max_x, max_y) = (screen.gray.width() as usize - nl.width, screen.gray.height() as usize - nl.height);
         let mut refined: Vec<Candidate> = Vec::new();
         for &((cx, cy), _) in &candidates {
             let best = climb(screen, nl, (2 * cx, 2 * cy), (max_x, max_y));
@@ -383,12 +324,7 @@ fn search_generic(gray: GrayImage, needle: &Needle, beam: usize) -> (Vec<Candida
 /// best while it lies on the neighbourhood's edge (a short hill climb that
 /// recovers when the coarse level was off by more than a pixel).
 #[inline(always)]
-fn climb(
-    screen: &ScreenLevel,
-    needle: &NeedleLevel,
-    start: (usize, usize),
-    max: (usize, usize),
-) -> Candidate {
+fn climb(screen: &ScreenLevel, needle: &NeedleLevel, start: (usize, usize), max: (usize, usize)) -> Candidate {
     let mut centre = (start.0.min(max.0), start.1.min(max.1));
     let mut best = (centre, f32::NEG_INFINITY);
     let mut scored: Vec<Candidate> = Vec::new();
@@ -410,12 +346,8 @@ fn climb(
                 }
             }
         }
-        let on_edge = |v: usize, lo: usize, hi: usize, limit: usize| {
-            (v == lo && lo > 0) || (v == hi && hi < limit)
-        };
-        if best.0 == centre
-            || !(on_edge(best.0.0, x0, x1, max.0) || on_edge(best.0.1, y0, y1, max.1))
-        {
+        let on_edge = |v: usize, lo: usize, hi: usize, limit: usize| (v == lo && lo > 0) || (v == hi && hi < limit);
+        if best.0 == centre || !(on_edge(best.0.0, x0, x1, max.0) || on_edge(best.0.1, y0, y1, max.1)) {
             break;
         }
         centre = best.0;
@@ -426,10 +358,7 @@ fn climb(
 /// The first `beam` candidates (sorted best first) plus those tied with the best.
 fn keep_best(mut sorted: Vec<Candidate>, beam: usize) -> Vec<Candidate> {
     let best = sorted.first().map_or(0.0, |c| c.1);
-    let ties = sorted
-        .iter()
-        .take_while(|c| c.1 >= best - TIE_MARGIN)
-        .count();
+    let ties = sorted.iter().take_while(|c| c.1 >= best - TIE_MARGIN).count();
     sorted.truncate(beam.max(ties.min(beam * TIE_CAP)));
     sorted
 }
@@ -482,8 +411,7 @@ fn zncc_map_generic(screen: &GrayImage, needle: &NeedleLevel) -> ScoreMap {
         }
     }
     let rect_sum = |t: &[u64], x: usize, y: usize| -> f64 {
-        (t[(y + th) * iw + x + tw] + t[y * iw + x] - t[y * iw + x + tw] - t[(y + th) * iw + x])
-            as f64
+        (t[(y + th) * iw + x + tw] + t[y * iw + x] - t[y * iw + x + tw] - t[(y + th) * iw + x]) as f64
     };
     let mut scores = vec![0f32; nx * ny];
     let mut cross = vec![0f32; nx];
@@ -492,8 +420,7 @@ fn zncc_map_generic(screen: &GrayImage, needle: &NeedleLevel) -> ScoreMap {
     let blocks = nx / WIDE * WIDE;
     for y in 0..ny {
         for x in (0..blocks).step_by(WIDE) {
-            let (mut a0, mut a1, mut a2, mut a3) =
-                ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
+            let (mut a0, mut a1, mut a2, mut a3) = ([0f32; LANES], [0f32; LANES], [0f32; LANES], [0f32; LANES]);
             for j in 0..th {
                 let start = (y + j) * sw + x;
                 let win = &pixels[start..start + tw + WIDE - 1];
@@ -528,11 +455,7 @@ fn zncc_map_generic(screen: &GrayImage, needle: &NeedleLevel) -> ScoreMap {
             scores[y * nx + x] = zncc(cross[x] as f64, var, needle.norm);
         }
     }
-    ScoreMap {
-        width: nx,
-        height: ny,
-        scores,
-    }
+    ScoreMap { width: nx, height: ny, scores }
 }
 
 /// ZNCC from the correlation with the zero-mean needle, the window's sum of
@@ -617,9 +540,7 @@ fn best_peaks(map: &ScoreMap, beam: usize, needle: &NeedleLevel) -> Vec<((usize,
         if kept.len() >= beam && !tied {
             break;
         }
-        let close = kept
-            .iter()
-            .any(|&((kx, ky), _)| kx.abs_diff(p.0.0) < spacing && ky.abs_diff(p.0.1) < spacing);
+        let close = kept.iter().any(|&((kx, ky), _)| kx.abs_diff(p.0.0) < spacing && ky.abs_diff(p.0.1) < spacing);
         if !close {
             kept.push(p);
         }
@@ -644,23 +565,14 @@ fn block_difference(screen: &Frame, needle: &Frame, rect: Rect) -> f64 {
     let (bw, bh) = (w.div_ceil(BLOCK) as usize, h.div_ceil(BLOCK) as usize);
     let mut sums = vec![0u32; bw * bh];
     let mut counts = vec![0u32; bw * bh];
-    for (i, (p, q)) in patch
-        .pixels()
-        .chunks_exact(4)
-        .zip(needle.pixels().chunks_exact(4))
-        .enumerate()
-    {
+    for (i, (p, q)) in patch.pixels().chunks_exact(4).zip(needle.pixels().chunks_exact(4)).enumerate() {
         let (x, y) = (i as u32 % w, i as u32 / w);
         let b = (y / BLOCK) as usize * bw + (x / BLOCK) as usize;
         let d = (0..3).map(|c| p[c].abs_diff(q[c])).max().unwrap_or(0);
         sums[b] += d as u32;
         counts[b] += 1;
     }
-    sums.iter()
-        .zip(&counts)
-        .filter(|(_, c)| **c > 0)
-        .map(|(&s, &c)| s as f64 / c as f64)
-        .fold(0.0, f64::max)
+    sums.iter().zip(&counts).filter(|(_, c)| **c > 0).map(|(&s, &c)| s as f64 / c as f64).fold(0.0, f64::max)
 }
 
 #[cfg(test)]
@@ -671,9 +583,7 @@ mod tests {
         let mut f = Frame::new(w, h);
         for y in 0..h {
             for x in 0..w {
-                let v = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104729) ^ seed)
-                    .wrapping_mul(2654435761)
-                    >> 24) as u8;
+                let v = ((x.wrapping_mul(7919) ^ y.wrapping_mul(104729) ^ seed).wrapping_mul(2654435761) >> 24) as u8;
                 f.set_rgb(x, y, [v, v / 2, 255 - v]);
             }
         }
@@ -701,28 +611,16 @@ mod tests {
                 flat.set_rgb(x, y, [90, 90, 90]);
             }
         }
-        assert_eq!(
-            Needle::new(&flat).unwrap_err(),
-            TemplateError::FlatNeedle { luma: 90 }
-        );
-        assert_eq!(
-            Needle::new(&Frame::new(0, 5)).unwrap_err(),
-            TemplateError::EmptyNeedle
-        );
+        assert_eq!(Needle::new(&flat).unwrap_err(), TemplateError::FlatNeedle { luma: 90 });
+        assert_eq!(Needle::new(&Frame::new(0, 5)).unwrap_err(), TemplateError::EmptyNeedle);
         let needle = Needle::new(&pattern(50, 50, 3)).unwrap();
         let small = pattern(40, 100, 4);
         assert!(matches!(
             find_template(&small, &needle, &MatchOptions::default()),
             Err(TemplateError::NeedleTooLarge { .. })
         ));
-        let opts = MatchOptions {
-            region: Some(Rect::new(500, 0, 10, 10)),
-            ..Default::default()
-        };
-        assert!(matches!(
-            find_template(&small, &needle, &opts),
-            Err(TemplateError::RegionOutside { .. })
-        ));
+        let opts = MatchOptions { region: Some(Rect::new(500, 0, 10, 10)), ..Default::default() };
+        assert!(matches!(find_template(&small, &needle, &opts), Err(TemplateError::RegionOutside { .. })));
     }
 
     #[test]

@@ -127,14 +127,8 @@ impl Desktop {
             if !up {
                 continue; // display taken by someone else meanwhile: next number
             }
-            let mut desktop = Desktop {
-                display,
-                width,
-                height,
-                apps: Vec::new(),
-                window_manager: None,
-                server: Some(server),
-            };
+            let mut desktop =
+                Desktop { display, width, height, apps: Vec::new(), window_manager: None, server: Some(server) };
             let wm = ChildGuard::spawn(
                 "openbox",
                 Command::new("openbox")
@@ -176,12 +170,7 @@ impl Desktop {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn wait_until(
-        &self,
-        budget: Duration,
-        what: &str,
-        mut ready: impl FnMut(&Desktop) -> bool,
-    ) -> Result<(), String> {
+    fn wait_until(&self, budget: Duration, what: &str, mut ready: impl FnMut(&Desktop) -> bool) -> Result<(), String> {
         let deadline = Instant::now() + budget;
         while Instant::now() < deadline {
             if ready(self) {
@@ -347,11 +336,7 @@ pub struct Activity {
 impl Activity {
     /// Start xterm and galculator on the desktop.
     pub fn launch_apps(desktop: &mut Desktop) -> Result<Activity, String> {
-        let xterm = desktop.launch(
-            "xterm",
-            &["-fa", "Monospace", "-fs", "14", "-geometry", "70x16+30+40"],
-            "xterm",
-        )?;
+        let xterm = desktop.launch("xterm", &["-fa", "Monospace", "-fs", "14", "-geometry", "70x16+30+40"], "xterm")?;
         let calculator = desktop.launch("galculator", &[], "galculator")?;
         desktop.run("xdotool", &["windowmove", &calculator, "760", "120"])?;
         Ok(Activity { xterm, calculator })

@@ -30,50 +30,26 @@ impl Desktop {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("xvnc.log")).expect("log file");
         let mut xvnc = Command::new("Xvnc")
-            .args([
-                "-displayfd",
-                "1",
-                "-rfbport",
-                "-1",
-                "-SecurityTypes",
-                "None",
-                "-AlwaysShared",
-            ])
-            .args([
-                "-geometry",
-                &format!("{WIDTH}x{HEIGHT}"),
-                "-depth",
-                "24",
-                "-nolisten",
-                "tcp",
-            ])
+            .args(["-displayfd", "1", "-rfbport", "-1", "-SecurityTypes", "None", "-AlwaysShared"])
+            .args(["-geometry", &format!("{WIDTH}x{HEIGHT}"), "-depth", "24", "-nolisten", "tcp"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
             .expect("start Xvnc (Debian package tigervnc-standalone-server)");
         let stdout = xvnc.stdout.take().expect("Xvnc stdout");
-        let mut desktop = Desktop {
-            display: String::new(),
-            children: vec![xvnc],
-            dir,
-            grabs: 0,
-        };
+        let mut desktop = Desktop { display: String::new(), children: vec![xvnc], dir, grabs: 0 };
         // Xvnc writes the display number once it accepts connections.
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read display number");
+        BufReader::new(stdout).read_line(&mut line).expect("read display number");
         let number: u32 = line.trim().parse().unwrap_or_else(|_| {
-            let log =
-                std::fs::read_to_string(desktop.dir.path().join("xvnc.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(desktop.dir.path().join("xvnc.log")).unwrap_or_default();
             panic!("Xvnc gave no display number ({line:?}); log:\n{log}")
         });
         desktop.display = format!(":{number}");
         desktop.spawn("openbox", &[]);
         desktop.wait_until("openbox manages the screen", Duration::from_secs(10), |d| {
-            d.run("xprop", &["-root", "_NET_SUPPORTING_WM_CHECK"])
-                .contains("window id")
+            d.run("xprop", &["-root", "_NET_SUPPORTING_WM_CHECK"]).contains("window id")
         });
         // The pointer starts in the middle, where new windows open: park it in a
         // corner so that no tooltip covers them.
@@ -135,17 +111,10 @@ impl Desktop {
     pub fn window_of(&self, pid: u32) -> String {
         let mut found = String::new();
         self.wait_until("the window appears", Duration::from_secs(15), |d| {
-            found = d.run(
-                "xdotool",
-                &["search", "--onlyvisible", "--pid", &pid.to_string()],
-            );
+            found = d.run("xdotool", &["search", "--onlyvisible", "--pid", &pid.to_string()]);
             !found.trim().is_empty()
         });
-        found
-            .lines()
-            .map(|w| w.trim().to_string())
-            .max_by_key(|w| self.window_rect(w).area())
-            .unwrap_or_default()
+        found.lines().map(|w| w.trim().to_string()).max_by_key(|w| self.window_rect(w).area()).unwrap_or_default()
     }
 
     /// Run a command with DISPLAY set; its stdout (empty on failure).
@@ -169,28 +138,17 @@ impl Desktop {
         let info = self.run("xwininfo", &["-id", window]);
         let field = |name: &str| -> u32 {
             info.lines()
-                .find_map(|l| {
-                    l.trim()
-                        .strip_prefix(name)
-                        .map(|v| v.trim().parse::<u32>().unwrap_or(0))
-                })
+                .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().parse::<u32>().unwrap_or(0)))
                 .unwrap_or_else(|| panic!("xwininfo has no {name}: {info}"))
         };
-        Rect::new(
-            field("Absolute upper-left X:"),
-            field("Absolute upper-left Y:"),
-            field("Width:"),
-            field("Height:"),
-        )
+        Rect::new(field("Absolute upper-left X:"), field("Absolute upper-left Y:"), field("Width:"), field("Height:"))
     }
 
     /// Move a window's frame to (x, y) and wait until xwininfo reports it there.
     pub fn move_window(&self, window: &str, x: u32, y: u32) {
         let before = self.window_rect(window);
         self.xdotool(&["windowmove", window, &x.to_string(), &y.to_string()]);
-        self.wait_until("the window moves", Duration::from_secs(5), |d| {
-            d.window_rect(window) != before
-        });
+        self.wait_until("the window moves", Duration::from_secs(5), |d| d.window_rect(window) != before);
     }
 
     /// Click at (x, y).
@@ -204,23 +162,8 @@ impl Desktop {
         self.grabs += 1;
         let path: PathBuf = self.dir.path().join(format!("grab{}.png", self.grabs));
         let status = Command::new("ffmpeg")
-            .args([
-                "-loglevel",
-                "error",
-                "-y",
-                "-f",
-                "x11grab",
-                "-draw_mouse",
-                "0",
-            ])
-            .args([
-                "-video_size",
-                &format!("{WIDTH}x{HEIGHT}"),
-                "-i",
-                &self.display,
-                "-frames:v",
-                "1",
-            ])
+            .args(["-loglevel", "error", "-y", "-f", "x11grab", "-draw_mouse", "0"])
+            .args(["-video_size", &format!("{WIDTH}x{HEIGHT}"), "-i", &self.display, "-frames:v", "1"])
             .arg(&path)
             .stdin(Stdio::null())
             .status()
@@ -230,18 +173,10 @@ impl Desktop {
     }
 
     /// Poll `check` every 100 ms until it holds; panics after `budget`.
-    pub fn wait_until(
-        &self,
-        what: &str,
-        budget: Duration,
-        mut check: impl FnMut(&Desktop) -> bool,
-    ) {
+    pub fn wait_until(&self, what: &str, budget: Duration, mut check: impl FnMut(&Desktop) -> bool) {
         let start = Instant::now();
         while !check(self) {
-            assert!(
-                start.elapsed() < budget,
-                "timed out after {budget:?} waiting until {what}"
-            );
+            assert!(start.elapsed() < budget, "timed out after {budget:?} waiting until {what}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -14,14 +14,9 @@ pub fn decode(rect: Rect, input: &[u8], fb: &mut Framebuffer) -> Result<DecodeSt
     let Some(b) = input.get(..ENCODED_LEN) else {
         return Ok(DecodeStatus::NeedMore { total: ENCODED_LEN });
     };
-    let src = Point::new(
-        u32::from(u16::from_be_bytes([b[0], b[1]])),
-        u32::from(u16::from_be_bytes([b[2], b[3]])),
-    );
+    let src = Point::new(u32::from(u16::from_be_bytes([b[0], b[1]])), u32::from(u16::from_be_bytes([b[2], b[3]])));
     fb.copy_rect(src, rect)?;
-    Ok(DecodeStatus::Complete {
-        consumed: ENCODED_LEN,
-    })
+    Ok(DecodeStatus::Complete { consumed: ENCODED_LEN })
 }
 
 #[cfg(test)]
@@ -33,14 +28,8 @@ mod tests {
         let mut fb = Framebuffer::new(8, 8).unwrap();
         fb.fill(Rect::new(0, 0, 2, 2), [9, 8, 7]).unwrap();
         let rect = Rect::new(5, 6, 2, 2);
-        assert_eq!(
-            decode(rect, &[0, 0], &mut fb).unwrap(),
-            DecodeStatus::NeedMore { total: 4 }
-        );
-        assert_eq!(
-            decode(rect, &[0, 0, 0, 0, 1], &mut fb).unwrap(),
-            DecodeStatus::Complete { consumed: 4 }
-        );
+        assert_eq!(decode(rect, &[0, 0], &mut fb).unwrap(), DecodeStatus::NeedMore { total: 4 });
+        assert_eq!(decode(rect, &[0, 0, 0, 0, 1], &mut fb).unwrap(), DecodeStatus::Complete { consumed: 4 });
         let frame = fb.to_frame();
         assert_eq!(frame.rgb(6, 7), [9, 8, 7]);
         assert_eq!(frame.rgb(4, 6), [0, 0, 0]);

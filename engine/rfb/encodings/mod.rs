@@ -88,11 +88,7 @@ pub(crate) struct ByteReader<'a> {
 
 impl<'a> ByteReader<'a> {
     pub(crate) fn new(data: &'a [u8], place: &'static str) -> ByteReader<'a> {
-        ByteReader {
-            data,
-            pos: 0,
-            place,
-        }
+        ByteReader { data, pos: 0, place }
     }
 
     pub(crate) fn remaining(&self) -> usize {

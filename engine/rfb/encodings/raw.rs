@@ -32,16 +32,10 @@ mod tests {
         let mut fb = Framebuffer::new(4, 4).unwrap();
         let rect = Rect::new(1, 2, 3, 2);
         let data: Vec<u8> = (0..24).map(|i| i as u8 * 10).collect();
-        assert_eq!(
-            decode(rect, &data[..5], &mut fb).unwrap(),
-            DecodeStatus::NeedMore { total: 24 }
-        );
+        assert_eq!(decode(rect, &data[..5], &mut fb).unwrap(), DecodeStatus::NeedMore { total: 24 });
         let mut input = data.clone();
         input.extend_from_slice(&[99, 99]); // the next message's bytes
-        assert_eq!(
-            decode(rect, &input, &mut fb).unwrap(),
-            DecodeStatus::Complete { consumed: 24 }
-        );
+        assert_eq!(decode(rect, &input, &mut fb).unwrap(), DecodeStatus::Complete { consumed: 24 });
         let frame = fb.to_frame();
         assert_eq!(frame.rgb(1, 2), [0, 10, 20]);
         assert_eq!(frame.rgb(3, 3), [200, 210, 220]);
@@ -54,9 +48,6 @@ mod tests {
         let err = decode(Rect::new(0, 0, 65535, 65535), &[], &mut fb).unwrap_err();
         assert!(matches!(err, RfbError::LimitExceeded { .. }), "{err}");
         assert!(decode(Rect::new(4, 0, 1, 1), &[0; 4], &mut fb).is_err());
-        assert_eq!(
-            decode(Rect::new(4, 0, 0, 0), &[], &mut fb).unwrap(),
-            DecodeStatus::Complete { consumed: 0 }
-        );
+        assert_eq!(decode(Rect::new(4, 0, 0, 0), &[], &mut fb).unwrap(), DecodeStatus::Complete { consumed: 0 });
     }
 }

@@ -69,12 +69,7 @@ impl ZrleDecoder {
     }
 
     /// Decode one ZRLE rectangle (see the [decoder contract](super)).
-    pub fn decode(
-        &mut self,
-        rect: Rect,
-        input: &[u8],
-        fb: &mut Framebuffer,
-    ) -> Result<DecodeStatus, RfbError> {
+    pub fn decode(&mut self, rect: Rect, input: &[u8], fb: &mut Framebuffer) -> Result<DecodeStatus, RfbError> {
         fb.check_rect(rect, "ZRLE")?;
         let Some(prefix) = input.get(..4) else {
             return Ok(DecodeStatus::NeedMore { total: 4 });
@@ -112,10 +107,7 @@ impl ZrleDecoder {
             if self.inflated.len() == self.inflated.capacity() {
                 // Room for one byte past the limit, to notice overflow.
                 let len = self.inflated.len();
-                let room = (max_out + 1)
-                    .saturating_sub(len)
-                    .min(len.max(64 * 1024))
-                    .max(1);
+                let room = (max_out + 1).saturating_sub(len).min(len.max(64 * 1024)).max(1);
                 self.inflated.reserve(room);
             }
             let in_before = self.inflater.total_in();
@@ -124,9 +116,7 @@ impl ZrleDecoder {
                 .inflater
                 .decompress_vec(input, &mut self.inflated, FlushDecompress::Sync)
                 .map_err(|e| RfbError::protocol("ZRLE zlib stream", e.to_string()))?;
-            let consumed = usize::try_from(self.inflater.total_in() - in_before)
-                .unwrap_or(usize::MAX)
-                .min(input.len());
+            let consumed = usize::try_from(self.inflater.total_in() - in_before).unwrap_or(usize::MAX).min(input.len());
             input = &input[consumed..];
             let produced = self.inflated.len() - out_before;
             if self.inflated.len() > max_out {
@@ -136,10 +126,7 @@ impl ZrleDecoder {
                 if !input.is_empty() {
                     return Err(RfbError::protocol(
                         "ZRLE zlib stream",
-                        format!(
-                            "the stream ended with {} bytes of the rectangle left",
-                            input.len()
-                        ),
+                        format!("the stream ended with {} bytes of the rectangle left", input.len()),
                     ));
                 }
                 return Ok(());
@@ -162,12 +149,7 @@ impl ZrleDecoder {
 }
 
 /// Decode the inflated tiles of `rect` into `fb` (already bounds-checked).
-fn decode_tiles(
-    rect: Rect,
-    data: &[u8],
-    fb: &mut Framebuffer,
-    tile: &mut Vec<u8>,
-) -> Result<(), RfbError> {
+fn decode_tiles(rect: Rect, data: &[u8], fb: &mut Framebuffer, tile: &mut Vec<u8>) -> Result<(), RfbError> {
     let mut reader = ByteReader::new(data, "ZRLE tile data");
     for ty in (0..rect.h).step_by(TILE_SIZE as usize) {
         let th = TILE_SIZE.min(rect.h - ty);
@@ -176,18 +158,14 @@ fn decode_tiles(
             decode_tile(&mut reader, tw as usize, th as usize, tile)?;
             let row_len = tw as usize * BYTES_PER_PIXEL;
             for (row, src) in tile.chunks_exact(row_len).enumerate() {
-                fb.row_mut(rect.x + tx, rect.y + ty + row as u32, tw)
-                    .copy_from_slice(src);
+                fb.row_mut(rect.x + tx, rect.y + ty + row as u32, tw).copy_from_slice(src);
             }
         }
     }
     if reader.remaining() != 0 {
         return Err(RfbError::protocol(
             "ZRLE tile data",
-            format!(
-                "{} bytes left over after the last tile of {rect}",
-                reader.remaining()
-            ),
+            format!("{} bytes left over after the last tile of {rect}", reader.remaining()),
         ));
     }
     Ok(())
@@ -198,10 +176,7 @@ fn cpixel(reader: &mut ByteReader<'_>) -> Result<[u8; 4], RfbError> {
     Ok([b[0], b[1], b[2], 255])
 }
 
-fn read_palette(
-    reader: &mut ByteReader<'_>,
-    size: usize,
-) -> Result<[[u8; 4]; MAX_PALETTE], RfbError> {
+fn read_palette(reader: &mut ByteReader<'_>, size: usize) -> Result<[[u8; 4]; MAX_PALETTE], RfbError> {
     let mut palette = [[0u8; 4]; MAX_PALETTE];
     for entry in palette.iter_mut().take(size) {
         *entry = cpixel(reader)?;
@@ -219,9 +194,7 @@ fn run_length(reader: &mut ByteReader<'_>, left: usize) -> Result<usize, RfbErro
         if len > left {
             return Err(RfbError::protocol(
                 "ZRLE tile",
-                format!(
-                    "a run of at least {len} pixels overflows the {left} pixels left in the tile"
-                ),
+                format!("a run of at least {len} pixels overflows the {left} pixels left in the tile"),
             ));
         }
         if b != 255 {
@@ -231,19 +204,11 @@ fn run_length(reader: &mut ByteReader<'_>, left: usize) -> Result<usize, RfbErro
 }
 
 fn palette_index_error(index: usize, size: usize) -> RfbError {
-    RfbError::protocol(
-        "ZRLE tile",
-        format!("palette index {index} with a palette of {size} colours"),
-    )
+    RfbError::protocol("ZRLE tile", format!("palette index {index} with a palette of {size} colours"))
 }
 
 /// Decode one `w` x `h` tile into `out` as RGBA (alpha 255).
-pub(crate) fn decode_tile(
-    reader: &mut ByteReader<'_>,
-    w: usize,
-    h: usize,
-    out: &mut Vec<u8>,
-) -> Result<(), RfbError> {
+pub(crate) fn decode_tile(reader: &mut ByteReader<'_>, w: usize, h: usize, out: &mut Vec<u8>) -> Result<(), RfbError> {
     let n = w * h;
     out.clear();
     out.resize(n * BYTES_PER_PIXEL, 255);
@@ -251,10 +216,7 @@ pub(crate) fn decode_tile(
     match subencoding {
         0 => {
             let bytes = reader.take(n * CPIXEL_LEN)?;
-            for (dst, src) in out
-                .chunks_exact_mut(BYTES_PER_PIXEL)
-                .zip(bytes.chunks_exact(CPIXEL_LEN))
-            {
+            for (dst, src) in out.chunks_exact_mut(BYTES_PER_PIXEL).zip(bytes.chunks_exact(CPIXEL_LEN)) {
                 dst[..CPIXEL_LEN].copy_from_slice(src);
             }
         }
@@ -293,8 +255,8 @@ pub(crate) fn decode_tile(
             while filled < n {
                 let px = cpixel(reader)?;
                 let len = run_length(reader, n - filled)?;
-                for dst in out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL]
-                    .chunks_exact_mut(BYTES_PER_PIXEL)
+                for dst in
+                    out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL].chunks_exact_mut(BYTES_PER_PIXEL)
                 {
                     dst.copy_from_slice(&px);
                 }
@@ -311,13 +273,9 @@ pub(crate) fn decode_tile(
                 if index >= size {
                     return Err(palette_index_error(index, size));
                 }
-                let len = if b & 0x80 != 0 {
-                    run_length(reader, n - filled)?
-                } else {
-                    1
-                };
-                for dst in out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL]
-                    .chunks_exact_mut(BYTES_PER_PIXEL)
+                let len = if b & 0x80 != 0 { run_length(reader, n - filled)? } else { 1 };
+                for dst in
+                    out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL].chunks_exact_mut(BYTES_PER_PIXEL)
                 {
                     dst.copy_from_slice(&palette[index]);
                 }
@@ -357,12 +315,8 @@ mod tests {
             loop {
                 let done = (self.0.total_in() - before) as usize;
                 out.reserve(1024);
-                self.0
-                    .compress_vec(&tiles[done..], &mut out, FlushCompress::Sync)
-                    .unwrap();
-                if (self.0.total_in() - before) as usize == tiles.len()
-                    && out.len() < out.capacity()
-                {
+                self.0.compress_vec(&tiles[done..], &mut out, FlushCompress::Sync).unwrap();
+                if (self.0.total_in() - before) as usize == tiles.len() && out.len() < out.capacity() {
                     break;
                 }
             }
@@ -447,27 +401,14 @@ mod tests {
         assert_eq!(rgb(&fb, 0, 0), [0, 0, 0]);
 
         let fb = decode_one(Rect::new(0, 0, 5, 5), (5, 5), &[1, 9, 8, 7]).unwrap();
-        assert!(
-            fb.to_frame()
-                .pixels()
-                .chunks(4)
-                .all(|p| p == [9, 8, 7, 255])
-        );
+        assert!(fb.to_frame().pixels().chunks(4).all(|p| p == [9, 8, 7, 255]));
     }
 
     #[test]
     fn packed_palettes_with_row_padding() {
         // (palette size, bits per index, tile width): widths that leave
         // padding bits at the end of each row, and one that does not.
-        for (size, bits, w) in [
-            (2, 1, 9),
-            (2, 1, 8),
-            (3, 2, 5),
-            (4, 2, 7),
-            (5, 4, 3),
-            (16, 4, 64),
-            (16, 4, 11),
-        ] {
+        for (size, bits, w) in [(2, 1, 9), (2, 1, 8), (3, 2, 5), (4, 2, 7), (5, 4, 3), (16, 4, 64), (16, 4, 11)] {
             let h = 3;
             let indices: Vec<u8> = (0..w * h).map(|i| ((i * 7 + i / w) % size) as u8).collect();
             let mut tile = vec![size as u8];
@@ -479,11 +420,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("size {size} width {w}: {e}"));
             for (i, &index) in indices.iter().enumerate() {
                 let (x, y) = ((i % w) as u32, (i / w) as u32);
-                assert_eq!(
-                    rgb(&fb, x, y),
-                    PALETTE[usize::from(index)],
-                    "size {size} w {w} at {x},{y}"
-                );
+                assert_eq!(rgb(&fb, x, y), PALETTE[usize::from(index)], "size {size} w {w} at {x},{y}");
             }
         }
     }
@@ -491,12 +428,7 @@ mod tests {
     #[test]
     fn plain_rle_runs_cross_rows_and_use_long_lengths() {
         // 40x20 = 800 pixels: runs of 1, 255, 256 and 288 pixels.
-        let runs: [(usize, &[u8]); 4] = [
-            (1, &[0]),
-            (255, &[254]),
-            (256, &[255, 0]),
-            (288, &[255, 32]),
-        ];
+        let runs: [(usize, &[u8]); 4] = [(1, &[0]), (255, &[254]), (256, &[255, 0]), (288, &[255, 32])];
         let mut tile = vec![128u8];
         for (i, (_, len_bytes)) in runs.iter().enumerate() {
             tile.extend_from_slice(&PALETTE[i]);
@@ -506,11 +438,7 @@ mod tests {
         let mut at = 0;
         for (i, (len, _)) in runs.iter().enumerate() {
             for p in at..at + len {
-                assert_eq!(
-                    rgb(&fb, (p % 40) as u32, (p / 40) as u32),
-                    PALETTE[i],
-                    "pixel {p}"
-                );
+                assert_eq!(rgb(&fb, (p % 40) as u32, (p / 40) as u32), PALETTE[i], "pixel {p}");
             }
             at += len;
         }
@@ -528,11 +456,7 @@ mod tests {
         let fb = decode_one(Rect::new(0, 0, 6, 2), (6, 2), &tile).unwrap();
         let want = [0, 1, 1, 1, 1, 2, 0, 0, 0, 0, 0, 1];
         for (p, &i) in want.iter().enumerate() {
-            assert_eq!(
-                rgb(&fb, (p % 6) as u32, (p / 6) as u32),
-                PALETTE[i],
-                "pixel {p}"
-            );
+            assert_eq!(rgb(&fb, (p % 6) as u32, (p / 6) as u32), PALETTE[i], "pixel {p}");
         }
     }
 
@@ -576,19 +500,14 @@ mod tests {
         dec.decode(Rect::new(0, 0, 2, 2), &first, &mut fb).unwrap();
         // Asking for more must not disturb the stream state.
         assert_eq!(
-            dec.decode(Rect::new(2, 2, 2, 2), &second[..second.len() - 1], &mut fb)
-                .unwrap(),
-            DecodeStatus::NeedMore {
-                total: second.len()
-            }
+            dec.decode(Rect::new(2, 2, 2, 2), &second[..second.len() - 1], &mut fb).unwrap(),
+            DecodeStatus::NeedMore { total: second.len() }
         );
         dec.decode(Rect::new(2, 2, 2, 2), &second, &mut fb).unwrap();
         assert_eq!(rgb(&fb, 0, 0), [1, 2, 3]);
         assert_eq!(rgb(&fb, 3, 3), [4, 5, 6]);
         // A decoder that did not see the first rectangle cannot read the second.
-        let err = ZrleDecoder::new()
-            .decode(Rect::new(2, 2, 2, 2), &second, &mut fb)
-            .unwrap_err();
+        let err = ZrleDecoder::new().decode(Rect::new(2, 2, 2, 2), &second, &mut fb).unwrap_err();
         assert!(matches!(err, RfbError::Protocol { .. }), "{err}");
     }
 
@@ -598,28 +517,14 @@ mod tests {
         let mut fb = Framebuffer::new(2, 2).unwrap();
         let mut dec = ZrleDecoder::new();
         let rect = Rect::new(0, 0, 2, 2);
-        assert_eq!(
-            dec.decode(rect, &body[..3], &mut fb).unwrap(),
-            DecodeStatus::NeedMore { total: 4 }
-        );
-        assert_eq!(
-            dec.decode(rect, &body[..4], &mut fb).unwrap(),
-            DecodeStatus::NeedMore { total: body.len() }
-        );
-        assert_eq!(
-            dec.decode(rect, &body, &mut fb).unwrap(),
-            DecodeStatus::Complete {
-                consumed: body.len()
-            }
-        );
+        assert_eq!(dec.decode(rect, &body[..3], &mut fb).unwrap(), DecodeStatus::NeedMore { total: 4 });
+        assert_eq!(dec.decode(rect, &body[..4], &mut fb).unwrap(), DecodeStatus::NeedMore { total: body.len() });
+        assert_eq!(dec.decode(rect, &body, &mut fb).unwrap(), DecodeStatus::Complete { consumed: body.len() });
     }
 
     fn expect_error(rect: Rect, fb_size: (u32, u32), tiles: &[u8], needle: &str) {
         let err = decode_one(rect, fb_size, tiles).expect_err("must fail");
-        assert!(
-            err.to_string().contains(needle),
-            "{err} should mention {needle:?}"
-        );
+        assert!(err.to_string().contains(needle), "{err} should mention {needle:?}");
     }
 
     #[test]
@@ -644,43 +549,30 @@ mod tests {
         expect_error(r, (4, 4), &[128, 1, 2, 3, 255, 255], "overflows");
         // Undefined subencodings.
         for sub in [17u8, 127, 129] {
-            expect_error(
-                r,
-                (4, 4),
-                &[sub, 0, 0, 0, 0, 0, 0],
-                &format!("subencoding {sub}"),
-            );
+            expect_error(r, (4, 4), &[sub, 0, 0, 0, 0, 0, 0], &format!("subencoding {sub}"));
         }
         // Bytes left after the last tile.
         expect_error(r, (4, 4), &[1, 1, 2, 3, 0], "left over");
         // Rectangle outside the framebuffer.
-        let err = decode_one(Rect::new(2, 2, 4, 4), (4, 4), &[1, 1, 2, 3])
-            .err()
-            .unwrap();
+        let err = decode_one(Rect::new(2, 2, 4, 4), (4, 4), &[1, 1, 2, 3]).err().unwrap();
         assert!(matches!(err, RfbError::LimitExceeded { .. }), "{err}");
     }
 
     #[test]
     fn zlib_bombs_bogus_lengths_and_garbage_are_errors() {
         // 100 kB of zeros inflating into a 1x1 rectangle.
-        let err = decode_one(Rect::new(0, 0, 1, 1), (1, 1), &vec![0u8; 100_000])
-            .err()
-            .unwrap();
+        let err = decode_one(Rect::new(0, 0, 1, 1), (1, 1), &vec![0u8; 100_000]).err().unwrap();
         assert!(matches!(err, RfbError::LimitExceeded { .. }), "{err}");
         assert!(err.to_string().contains("inflates past"), "{err}");
 
         let mut fb = Framebuffer::new(16, 16).unwrap();
         let mut dec = ZrleDecoder::new();
-        let err = dec
-            .decode(Rect::new(0, 0, 16, 16), &[0xff, 0xff, 0xff, 0xff], &mut fb)
-            .unwrap_err();
+        let err = dec.decode(Rect::new(0, 0, 16, 16), &[0xff, 0xff, 0xff, 0xff], &mut fb).unwrap_err();
         assert!(matches!(err, RfbError::LimitExceeded { .. }), "{err}");
 
         let mut garbage = vec![0, 0, 0, 8];
         garbage.extend_from_slice(&[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0]);
-        let err = ZrleDecoder::new()
-            .decode(Rect::new(0, 0, 4, 4), &garbage, &mut fb)
-            .unwrap_err();
+        let err = ZrleDecoder::new().decode(Rect::new(0, 0, 4, 4), &garbage, &mut fb).unwrap_err();
         assert!(matches!(err, RfbError::Protocol { .. }), "{err}");
     }
 

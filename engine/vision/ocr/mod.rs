@@ -42,10 +42,7 @@ pub enum OcrError {
     )]
     LanguageMissing { language: String },
     #[error("cannot run `{binary}`: {source}")]
-    Spawn {
-        binary: String,
-        source: std::io::Error,
-    },
+    Spawn { binary: String, source: std::io::Error },
     #[error("tesseract did not finish within {timeout:?}")]
     Timeout { timeout: Duration },
     #[error("tesseract failed ({status}): {stderr}")]
@@ -53,11 +50,7 @@ pub enum OcrError {
     #[error("tesseract wrote output that is not UTF-8")]
     NotUtf8,
     #[error("region {region} lies outside the {width}x{height} frame")]
-    RegionOutside {
-        region: Rect,
-        width: u32,
-        height: u32,
-    },
+    RegionOutside { region: Rect, width: u32, height: u32 },
     #[error("cannot encode the image for tesseract: {0}")]
     Encode(String),
     #[error(transparent)]
@@ -94,11 +87,7 @@ pub struct OcrText {
 impl OcrText {
     /// All text, one visual line per line.
     pub fn text(&self) -> String {
-        self.lines
-            .iter()
-            .map(|l| l.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
     }
 
     /// Where `query` matches in this text.
@@ -190,19 +179,10 @@ impl Ocr {
     }
 
     /// Read `region` with each variant in turn until `query` matches.
-    pub async fn find(
-        &self,
-        frame: &Frame,
-        region: Option<Rect>,
-        query: &TextQuery,
-    ) -> Result<OcrFind, OcrError> {
+    pub async fn find(&self, frame: &Frame, region: Option<Rect>, query: &TextQuery) -> Result<OcrFind, OcrError> {
         let re = query.compile()?;
         let (gray, area) = crop(frame, region)?;
-        let variants = if self.variants.is_empty() {
-            vec![OcrVariant::Raw]
-        } else {
-            self.variants.clone()
-        };
+        let variants = if self.variants.is_empty() { vec![OcrVariant::Raw] } else { self.variants.clone() };
         let mut passes = Vec::new();
         let mut last_text = String::new();
         let mut last_variant = OcrVariant::Raw;
@@ -234,56 +214,26 @@ impl Ocr {
                 });
             }
         }
-        Ok(OcrFind {
-            found: None,
-            matched: None,
-            text: last_text,
-            variant: last_variant.name(),
-            passes,
-        })
+        Ok(OcrFind { found: None, matched: None, text: last_text, variant: last_variant.name(), passes })
     }
 
-    async fn pass(
-        &self,
-        gray: &GrayImage,
-        area: Rect,
-        variant: OcrVariant,
-    ) -> Result<OcrText, OcrError> {
+    async fn pass(&self, gray: &GrayImage, area: Rect, variant: OcrVariant) -> Result<OcrText, OcrError> {
         let started = Instant::now();
         let prepared = prepare::prepare(gray, variant, self.upscale_limit);
-        let png = prepared
-            .image
-            .to_png()
-            .map_err(|e| OcrError::Encode(e.to_string()))?;
+        let png = prepared.image.to_png().map_err(|e| OcrError::Encode(e.to_string()))?;
         let tsv = self.run(png).await?;
-        let placement = tsv::Placement {
-            region: area,
-            scale: prepared.scale,
-        };
+        let placement = tsv::Placement { region: area, scale: prepared.scale };
         let raw = tsv::parse_words(&tsv, placement);
         let words: Vec<OcrWord> = raw.iter().map(|w| w.word.clone()).collect();
         let lines = tsv::build_lines(raw);
-        Ok(OcrText {
-            variant,
-            words,
-            lines,
-            elapsed: started.elapsed(),
-        })
+        Ok(OcrText { variant, words, lines, elapsed: started.elapsed() })
     }
 
     /// Run tesseract on PNG bytes and return its TSV output.
     async fn run(&self, png: Vec<u8>) -> Result<String, OcrError> {
         let binary = self.binary.display().to_string();
         let mut child = tokio::process::Command::new(&self.binary)
-            .args([
-                "stdin",
-                "stdout",
-                "-l",
-                &self.language,
-                "--psm",
-                &self.page_segmentation.to_string(),
-                "tsv",
-            ])
+            .args(["stdin", "stdout", "-l", &self.language, "--psm", &self.page_segmentation.to_string(), "tsv"])
             .env("OMP_THREAD_LIMIT", "1")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
@@ -291,13 +241,8 @@ impl Ocr {
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => OcrError::NotInstalled {
-                    binary: binary.clone(),
-                },
-                _ => OcrError::Spawn {
-                    binary: binary.clone(),
-                    source,
-                },
+                std::io::ErrorKind::NotFound => OcrError::NotInstalled { binary: binary.clone() },
+                _ => OcrError::Spawn { binary: binary.clone(), source },
             })?;
         let stdin = child.stdin.take();
         let feed = async move {
@@ -310,26 +255,14 @@ impl Ocr {
         let work = async { tokio::join!(feed, child.wait_with_output()).1 };
         let output = tokio::time::timeout(self.timeout, work)
             .await
-            .map_err(|_| OcrError::Timeout {
-                timeout: self.timeout,
-            })?
-            .map_err(|source| OcrError::Spawn {
-                binary: binary.clone(),
-                source,
-            })?;
+            .map_err(|_| OcrError::Timeout { timeout: self.timeout })?
+            .map_err(|source| OcrError::Spawn { binary: binary.clone(), source })?;
         let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
         if !output.status.success() {
-            if stderr.contains("Failed loading language")
-                || stderr.contains("Error opening data file")
-            {
-                return Err(OcrError::LanguageMissing {
-                    language: self.language.clone(),
-                });
+            if stderr.contains("Failed loading language") || stderr.contains("Error opening data file") {
+                return Err(OcrError::LanguageMissing { language: self.language.clone() });
             }
-            return Err(OcrError::Failed {
-                status: output.status.to_string(),
-                stderr,
-            });
+            return Err(OcrError::Failed { status: output.status.to_string(), stderr });
         }
         String::from_utf8(output.stdout).map_err(|_| OcrError::NotUtf8)
     }
@@ -339,13 +272,11 @@ impl Ocr {
 fn crop(frame: &Frame, region: Option<Rect>) -> Result<(GrayImage, Rect), OcrError> {
     let area = match region {
         None => frame.bounds(),
-        Some(r) => r
-            .intersect(&frame.bounds())
-            .ok_or(OcrError::RegionOutside {
-                region: r,
-                width: frame.width(),
-                height: frame.height(),
-            })?,
+        Some(r) => r.intersect(&frame.bounds()).ok_or(OcrError::RegionOutside {
+            region: r,
+            width: frame.width(),
+            height: frame.height(),
+        })?,
     };
     let gray = GrayImage::from_frame_region(frame, area).ok_or(OcrError::RegionOutside {
         region: area,

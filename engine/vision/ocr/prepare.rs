@@ -33,12 +33,8 @@ pub enum OcrVariant {
 
 impl OcrVariant {
     /// The default order of [`crate::vision::ocr::Ocr::find`].
-    pub const ALL: [OcrVariant; 4] = [
-        OcrVariant::Raw,
-        OcrVariant::Upscaled,
-        OcrVariant::Inverted,
-        OcrVariant::Binarized,
-    ];
+    pub const ALL: [OcrVariant; 4] =
+        [OcrVariant::Raw, OcrVariant::Upscaled, OcrVariant::Inverted, OcrVariant::Binarized];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,36 +64,21 @@ pub(crate) fn prepare(gray: &GrayImage, variant: OcrVariant, upscale_limit: u64)
     let may_upscale = gray.bounds().area() <= upscale_limit;
     let base = || {
         if may_upscale {
-            Prepared {
-                image: gray.upscale2(),
-                scale: 2,
-            }
+            Prepared { image: gray.upscale2(), scale: 2 }
         } else {
-            Prepared {
-                image: gray.clone(),
-                scale: 1,
-            }
+            Prepared { image: gray.clone(), scale: 1 }
         }
     };
     match variant {
-        OcrVariant::Raw => Prepared {
-            image: gray.clone(),
-            scale: 1,
-        },
+        OcrVariant::Raw => Prepared { image: gray.clone(), scale: 1 },
         OcrVariant::Upscaled => base(),
         OcrVariant::Inverted => {
             let p = base();
-            Prepared {
-                image: invert_dark_boxes(&p.image, p.scale),
-                scale: p.scale,
-            }
+            Prepared { image: invert_dark_boxes(&p.image, p.scale), scale: p.scale }
         }
         OcrVariant::Binarized => {
             let p = base();
-            Prepared {
-                image: binarize(&p.image),
-                scale: p.scale,
-            }
+            Prepared { image: binarize(&p.image), scale: p.scale }
         }
     }
 }
@@ -113,11 +94,7 @@ pub(crate) fn otsu_threshold(img: &GrayImage) -> u8 {
     if total == 0.0 {
         return 128;
     }
-    let sum_all: f64 = hist
-        .iter()
-        .enumerate()
-        .map(|(v, &c)| v as f64 * c as f64)
-        .sum();
+    let sum_all: f64 = hist.iter().enumerate().map(|(v, &c)| v as f64 * c as f64).sum();
     let (mut count_low, mut sum_low) = (0f64, 0f64);
     let (mut best_t, mut best_var) = (128u8, -1f64);
     for t in 1..256usize {
@@ -200,13 +177,7 @@ fn label_components(mask: &[bool], w: usize, h: usize) -> (Vec<u32>, Vec<Compone
             continue;
         }
         let label = components.len() as u32 + 1;
-        let mut c = Component {
-            x0: usize::MAX,
-            y0: usize::MAX,
-            x1: 0,
-            y1: 0,
-            count: 0,
-        };
+        let mut c = Component { x0: usize::MAX, y0: usize::MAX, x1: 0, y1: 0, count: 0 };
         labels[start] = label;
         stack.push(start);
         while let Some(i) = stack.pop() {
@@ -322,10 +293,6 @@ mod tests {
         assert_eq!(out.get(0, 0), Some(230), "page untouched");
         assert_eq!(out.get(16, 11), Some(225), "box becomes light");
         assert_eq!(out.get(30, 14), Some(5), "label becomes dark");
-        assert_eq!(
-            out.get(31, 16),
-            Some(225),
-            "counter inside the label follows"
-        );
+        assert_eq!(out.get(31, 16), Some(225), "counter inside the label follows");
     }
 }

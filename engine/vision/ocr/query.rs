@@ -32,18 +32,12 @@ pub enum QueryError {
 impl TextQuery {
     /// Case-sensitive substring.
     pub fn contains(text: impl Into<String>) -> TextQuery {
-        TextQuery::Contains {
-            text: text.into(),
-            case_sensitive: true,
-        }
+        TextQuery::Contains { text: text.into(), case_sensitive: true }
     }
 
     /// Case-insensitive substring.
     pub fn contains_any_case(text: impl Into<String>) -> TextQuery {
-        TextQuery::Contains {
-            text: text.into(),
-            case_sensitive: false,
-        }
+        TextQuery::Contains { text: text.into(), case_sensitive: false }
     }
 
     /// A regular expression (Rust `regex` syntax).
@@ -55,10 +49,7 @@ impl TextQuery {
     pub(crate) fn compile(&self) -> Result<Regex, QueryError> {
         match self {
             TextQuery::Regex(re) => Ok(re.clone()),
-            TextQuery::Contains {
-                text,
-                case_sensitive,
-            } => {
+            TextQuery::Contains { text, case_sensitive } => {
                 let parts: Vec<String> = text.split_whitespace().map(regex::escape).collect();
                 if parts.is_empty() {
                     return Err(QueryError::Empty);
@@ -73,14 +64,8 @@ impl TextQuery {
 impl std::fmt::Display for TextQuery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TextQuery::Contains {
-                text,
-                case_sensitive: true,
-            } => write!(f, "{text:?}"),
-            TextQuery::Contains {
-                text,
-                case_sensitive: false,
-            } => write!(f, "{text:?} (any case)"),
+            TextQuery::Contains { text, case_sensitive: true } => write!(f, "{text:?}"),
+            TextQuery::Contains { text, case_sensitive: false } => write!(f, "{text:?} (any case)"),
             TextQuery::Regex(re) => write!(f, "/{}/", re.as_str()),
         }
     }
@@ -106,10 +91,7 @@ struct Layout<'a> {
 
 impl<'a> Layout<'a> {
     fn new() -> Self {
-        Layout {
-            text: String::new(),
-            spans: Vec::new(),
-        }
+        Layout { text: String::new(), spans: Vec::new() }
     }
 
     fn push_word(&mut self, word: &'a OcrWord, separator: &str) {
@@ -134,16 +116,9 @@ impl<'a> Layout<'a> {
             .spans
             .iter()
             .filter(|(s, e, _)| *s < end.max(start + 1) && *e > start)
-            .fold(None, |acc: Option<Rect>, (_, _, w)| {
-                Some(acc.map_or(w.bbox, |a| a.union(&w.bbox)))
-            });
+            .fold(None, |acc: Option<Rect>, (_, _, w)| Some(acc.map_or(w.bbox, |a| a.union(&w.bbox))));
         touched
-            .or_else(|| {
-                self.spans
-                    .iter()
-                    .find(|(s, _, _)| *s >= start)
-                    .map(|(_, _, w)| w.bbox)
-            })
+            .or_else(|| self.spans.iter().find(|(s, _, _)| *s >= start).map(|(_, _, w)| w.bbox))
             .or_else(|| self.spans.last().map(|(_, _, w)| w.bbox))
             .unwrap_or(Rect::new(0, 0, 0, 0))
     }
@@ -169,11 +144,7 @@ pub(crate) fn find_in_lines(lines: &[OcrLine], re: &Regex) -> Option<TextMatch> 
         layout.push_line(line);
     }
     let m = re.find(&layout.text)?;
-    Some(TextMatch {
-        text: m.as_str().to_string(),
-        bbox: layout.bbox(m.start(), m.end()),
-        line: None,
-    })
+    Some(TextMatch { text: m.as_str().to_string(), bbox: layout.bbox(m.start(), m.end()), line: None })
 }
 
 #[cfg(test)]
@@ -181,48 +152,27 @@ mod tests {
     use super::*;
 
     fn word(text: &str, x: u32, y: u32) -> OcrWord {
-        OcrWord {
-            text: text.into(),
-            confidence: 90.0,
-            bbox: Rect::new(x, y, 10 * text.len() as u32, 12),
-        }
+        OcrWord { text: text.into(), confidence: 90.0, bbox: Rect::new(x, y, 10 * text.len() as u32, 12) }
     }
 
     fn line(words: Vec<OcrWord>) -> OcrLine {
-        let bbox = words
-            .iter()
-            .fold(Rect::new(0, 0, 0, 0), |a, w| a.union(&w.bbox));
-        let text = words
-            .iter()
-            .map(|w| w.text.clone())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let bbox = words.iter().fold(Rect::new(0, 0, 0, 0), |a, w| a.union(&w.bbox));
+        let text = words.iter().map(|w| w.text.clone()).collect::<Vec<_>>().join(" ");
         OcrLine { text, bbox, words }
     }
 
     #[test]
     fn substring_box_covers_the_matched_words_only() {
         let lines = vec![
-            line(vec![
-                word("Pick", 0, 0),
-                word("an", 50, 0),
-                word("action:", 80, 0),
-            ]),
-            line(vec![
-                word("SMOKE-TEST", 0, 20),
-                word("Line", 110, 20),
-                word("42:", 160, 20),
-                word("ready", 200, 20),
-            ]),
+            line(vec![word("Pick", 0, 0), word("an", 50, 0), word("action:", 80, 0)]),
+            line(vec![word("SMOKE-TEST", 0, 20), word("Line", 110, 20), word("42:", 160, 20), word("ready", 200, 20)]),
         ];
         let re = TextQuery::contains_any_case("line  42").compile().unwrap();
         let m = find_in_lines(&lines, &re).unwrap();
         assert_eq!(m.text, "Line 42");
         assert_eq!(m.line, Some(1));
         assert_eq!(m.bbox, Rect::new(110, 20, 80, 12));
-        assert!(
-            find_in_lines(&lines, &TextQuery::contains("line 42").compile().unwrap()).is_none()
-        );
+        assert!(find_in_lines(&lines, &TextQuery::contains("line 42").compile().unwrap()).is_none());
         // Across lines.
         let re = TextQuery::contains("action: SMOKE").compile().unwrap();
         let m = find_in_lines(&lines, &re).unwrap();
@@ -230,14 +180,8 @@ mod tests {
         assert_eq!(m.bbox, Rect::new(0, 0, 150, 32));
         // Regex.
         let re = TextQuery::regex(r"\d+:").unwrap().compile().unwrap();
-        assert_eq!(
-            find_in_lines(&lines, &re).unwrap().bbox,
-            Rect::new(160, 20, 30, 12)
-        );
-        assert!(matches!(
-            TextQuery::contains("  ").compile(),
-            Err(QueryError::Empty)
-        ));
+        assert_eq!(find_in_lines(&lines, &re).unwrap().bbox, Rect::new(160, 20, 30, 12));
+        assert!(matches!(TextQuery::contains("  ").compile(), Err(QueryError::Empty)));
         assert!(TextQuery::regex("(").is_err());
     }
 }

@@ -63,12 +63,7 @@ impl Placement {
         let y0 = (y0 as u64).min(reg.h as u64) as u32;
         let x1 = (x1 as u64).min(reg.w as u64) as u32;
         let y1 = (y1 as u64).min(reg.h as u64) as u32;
-        Some(Rect::new(
-            reg.x + x0,
-            reg.y + y0,
-            x1.checked_sub(x0)?,
-            y1.checked_sub(y0)?,
-        ))
+        Some(Rect::new(reg.x + x0, reg.y + y0, x1.checked_sub(x0)?, y1.checked_sub(y0)?))
     }
 }
 
@@ -92,13 +87,11 @@ pub(crate) fn parse_words(tsv: &str, placement: Placement) -> Vec<RawWord> {
         if text.is_empty() {
             continue;
         }
-        let (Some(block), Some(par), Some(line), Some(page)) = (num(2), num(3), num(4), num(1))
-        else {
+        let (Some(block), Some(par), Some(line), Some(page)) = (num(2), num(3), num(4), num(1)) else {
             skipped += 1;
             continue;
         };
-        let (Some(left), Some(top), Some(width), Some(height)) = (num(6), num(7), num(8), num(9))
-        else {
+        let (Some(left), Some(top), Some(width), Some(height)) = (num(6), num(7), num(8), num(9)) else {
             skipped += 1;
             continue;
         };
@@ -110,11 +103,7 @@ pub(crate) fn parse_words(tsv: &str, placement: Placement) -> Vec<RawWord> {
         let g = |v: i64| v.clamp(0, u32::MAX as i64) as u32;
         words.push(RawWord {
             group: (g(page), g(block), g(par), g(line)),
-            word: OcrWord {
-                text: text.to_string(),
-                confidence,
-                bbox,
-            },
+            word: OcrWord { text: text.to_string(), confidence, bbox },
         });
     }
     if skipped > 0 {
@@ -136,17 +125,12 @@ pub(crate) fn build_lines(words: Vec<RawWord>) -> Vec<OcrLine> {
             None => groups.push((w.group, vec![w.word])),
         }
     }
-    let mut pieces: Vec<(Rect, Vec<OcrWord>)> = groups
-        .into_iter()
-        .map(|(_, ws)| (union_box(&ws), ws))
-        .collect();
+    let mut pieces: Vec<(Rect, Vec<OcrWord>)> = groups.into_iter().map(|(_, ws)| (union_box(&ws), ws)).collect();
     pieces.sort_by_key(|(b, _)| (b.y, b.x));
     // Step 2: merge pieces on the same row that are close together.
     let mut lines: Vec<(Rect, Vec<OcrWord>)> = Vec::new();
     for (bbox, ws) in pieces {
-        let target = lines
-            .iter_mut()
-            .find(|(lb, _)| same_row(lb, &bbox) && close(lb, &bbox));
+        let target = lines.iter_mut().find(|(lb, _)| same_row(lb, &bbox) && close(lb, &bbox));
         match target {
             Some((lb, lws)) => {
                 *lb = lb.union(&bbox);
@@ -159,11 +143,7 @@ pub(crate) fn build_lines(words: Vec<RawWord>) -> Vec<OcrLine> {
         .into_iter()
         .map(|(bbox, mut words)| {
             words.sort_by_key(|w| w.bbox.x);
-            let text = words
-                .iter()
-                .map(|w| w.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" ");
+            let text = words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ");
             OcrLine { text, bbox, words }
         })
         .collect();
@@ -172,9 +152,7 @@ pub(crate) fn build_lines(words: Vec<RawWord>) -> Vec<OcrLine> {
 }
 
 fn union_box(words: &[OcrWord]) -> Rect {
-    words
-        .iter()
-        .fold(Rect::new(0, 0, 0, 0), |acc, w| acc.union(&w.bbox))
+    words.iter().fold(Rect::new(0, 0, 0, 0), |acc, w| acc.union(&w.bbox))
 }
 
 fn same_row(a: &Rect, b: &Rect) -> bool {
@@ -212,10 +190,7 @@ mod tests {
 
     #[test]
     fn words_map_to_frame_and_lines_merge_blocks() {
-        let placement = Placement {
-            region: Rect::new(100, 50, 400, 150),
-            scale: 2,
-        };
+        let placement = Placement { region: Rect::new(100, 50, 400, 150), scale: 2 };
         let words = parse_words(SAMPLE, placement);
         assert_eq!(words.len(), 6, "the malformed row is skipped");
         assert_eq!(words[0].word.bbox, Rect::new(144, 139, 109, 14));
