@@ -169,12 +169,22 @@ pub fn validate_routine(path: &Path, opts: &PlanOptions, sources: &mut SourceMap
         ctx.insert(&i.name, v.to_json());
     }
     let mut out = Vec::new();
-    b.expand(&r.steps, &ctx, &[path.to_path_buf()], &[], false, &mut out, sources);
+    let stack = [path.to_path_buf()];
+    b.expand(&r.steps, &Scope { ctx: &ctx, stack: &stack, calls: &[], cleanup: false }, &mut out, sources);
     if b.diags.is_empty() { Ok(out.len()) } else { Err(b.diags.sorted()) }
 }
 
 fn scenario_stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+/// Where an expansion stands: the variables, the routine files entered
+/// (for cycle detection), the calls that led here, and the phase.
+struct Scope<'a> {
+    ctx: &'a Context,
+    stack: &'a [PathBuf],
+    calls: &'a [Call],
+    cleanup: bool,
 }
 
 struct Builder<'o> {
@@ -243,10 +253,16 @@ impl<'o> Builder<'o> {
         };
         let steps_nodes = step_list("steps", true, &mut self.diags);
         let cleanup_nodes = step_list("cleanup", false, &mut self.diags);
+        let stack = [path.to_path_buf()];
         let mut steps = Vec::new();
-        self.expand(&steps_nodes, &ctx, &[path.to_path_buf()], &[], false, &mut steps, sources);
+        self.expand(&steps_nodes, &Scope { ctx: &ctx, stack: &stack, calls: &[], cleanup: false }, &mut steps, sources);
         let mut cleanup = Vec::new();
-        self.expand(&cleanup_nodes, &ctx, &[path.to_path_buf()], &[], true, &mut cleanup, sources);
+        self.expand(
+            &cleanup_nodes,
+            &Scope { ctx: &ctx, stack: &stack, calls: &[], cleanup: true },
+            &mut cleanup,
+            sources,
+        );
         let mut vars = ctx.to_json();
         if let Some(o) = vars.as_object_mut() {
             o.remove("os");
@@ -313,24 +329,14 @@ impl<'o> Builder<'o> {
     }
 
     /// Expand steps (and routine calls) into `out`.
-    #[allow(clippy::too_many_arguments)]
-    fn expand(
-        &mut self,
-        nodes: &[Node],
-        ctx: &Context,
-        stack: &[PathBuf],
-        calls: &[Call],
-        cleanup: bool,
-        out: &mut Vec<PlannedStep>,
-        sources: &mut SourceMap,
-    ) {
+    fn expand(&mut self, nodes: &[Node], at: &Scope<'_>, out: &mut Vec<PlannedStep>, sources: &mut SourceMap) {
         for node in nodes {
             if node.get("routine").is_some() {
-                self.call(node, ctx, stack, calls, cleanup, out, sources);
+                self.call(node, at, out, sources);
                 continue;
             }
             let before = self.diags.len();
-            let rendered = self.templates.render(node, ctx, sources, &mut self.diags);
+            let rendered = self.templates.render(node, at.ctx, sources, &mut self.diags);
             if self.diags.len() > before {
                 continue; // don't pile type errors on top of template errors
             }
@@ -339,21 +345,12 @@ impl<'o> Builder<'o> {
             self.resolve_references(&mut step);
             self.counter += 1;
             let label = step.label.clone().unwrap_or_else(|| model::default_label(&step));
-            out.push(PlannedStep { number: self.counter, label, step, calls: calls.to_vec(), cleanup });
+            out.push(PlannedStep { number: self.counter, label, step, calls: at.calls.to_vec(), cleanup: at.cleanup });
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn call(
-        &mut self,
-        node: &Node,
-        ctx: &Context,
-        stack: &[PathBuf],
-        calls: &[Call],
-        cleanup: bool,
-        out: &mut Vec<PlannedStep>,
-        sources: &mut SourceMap,
-    ) {
+    fn call(&mut self, node: &Node, at: &Scope<'_>, out: &mut Vec<PlannedStep>, sources: &mut SourceMap) {
+        let (ctx, stack) = (at.ctx, at.stack);
         let Some(m) = MapReader::new(node, "a routine call", CALL_KEYS, &mut self.diags) else { return };
         for e in m.entries() {
             if model::MODIFIERS.iter().any(|(k, _)| *k == e.key) && !CALL_KEYS.contains(&e.key.as_str()) {
@@ -416,12 +413,13 @@ impl<'o> Builder<'o> {
         let Some(routine) = self.load_routine(&name, &path, sources) else { return };
         let Some(rctx) = self.bind_inputs(&routine, m.get("with"), &node.span, ctx, sources) else { return };
         let call = Call { routine: name.clone(), file: display_path(&path), at: node.span.clone(), label };
-        let mut calls = calls.to_vec();
+        let mut calls = at.calls.to_vec();
         calls.push(call);
         let mut stack = stack.to_vec();
         stack.push(path.clone());
         let before = self.diags.len();
-        self.expand(&routine.steps, &rctx, &stack, &calls, cleanup, out, sources);
+        let inner = Scope { ctx: &rctx, stack: &stack, calls: &calls, cleanup: at.cleanup };
+        self.expand(&routine.steps, &inner, out, sources);
         // errors inside the routine say which call led there
         let file = display_path(&path);
         for d in self.diags.items.iter_mut().skip(before) {
