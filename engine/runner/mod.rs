@@ -6,8 +6,9 @@
 //!   rest are reported as skipped); cleanup steps always run, all of them.
 //! - Every check is a polling wait with a budget, evaluated on fresh frames;
 //!   all checks of a step are decided on the same frame.
-//! - A retry first re-checks the step's expectations: if they already hold,
-//!   the action is not repeated (text is never typed twice).
+//! - A retry first re-checks the step's expectations (for up to one more
+//!   budget): if they hold, the action is not repeated (text is never typed
+//!   twice).
 //! - A failing step leaves its failing frame in the results.
 //! - Ctrl-C once stops the main steps and still runs cleanup; twice stops now.
 
@@ -269,9 +270,11 @@ impl<'a> Runner<'a> {
         let step = &ps.step;
         let budget = step.timeout.unwrap_or(self.plan.defaults.timeout);
         let has_action = !matches!(step.action, Action::Verify | Action::WaitFor);
-        // Before repeating an action, see whether its effect is already there.
+        // Before repeating an action, see whether its effect arrived after all
+        // (a slow target can show typed text just after the verify budget):
+        // poll for one more budget, and repeat the action only if it never holds.
         if attempt > 1 && has_action && !step.expect.is_empty() {
-            match self.poll(ps.number, &step.expect, Duration::ZERO, "recheck").await {
+            match self.poll(ps.number, &step.expect, budget, "recheck").await {
                 Ok((true, frame)) => {
                     self.events.emit(Event::Warning {
                         message: format!(
@@ -391,39 +394,49 @@ impl<'a> Runner<'a> {
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
-        let commands =
-            self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
         let pid = commands.launch(&l.command, &log).map_err(|e| StepError::Failed(e.to_string()))?;
-        self.events.emit(Event::Launch {
-            step: n,
-            command: l.command.display(),
-            process: l.process.clone(),
-            pid,
-            log: self.results.relative(&log),
-        });
+        self.events.emit(Event::Launch { step: n, command: l.command.display(), process: l.process.clone(), pid, log: self.results.relative(&log) });
         let start = Instant::now();
         let mut exited: Option<String> = None;
+        let mut polls = 0u32;
+        // the screen condition is judged quietly on every poll and reported once, at the end
+        let mut judged: Option<(Frame, Evaluation)> = None;
         loop {
             let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("no commands".into()))?;
             let running = commands.process_running(&l.process);
             if exited.is_none() {
                 exited = commands.exited(pid);
             }
-            if !running
-                && let Some(status) = &exited
-                && !status.contains("exit status: 0")
-            {
-                return Err(StepError::Failed(format!(
-                    "{} exited ({status}) before its window appeared; its output:\n{}",
-                    l.process,
-                    crate::backend::local_desktop::tail(&log)
-                )));
+            if !running {
+                if let Some(status) = &exited {
+                    if !status.contains("exit status: 0") {
+                        return Err(StepError::Failed(format!(
+                            "{} exited ({status}) before its window appeared; its output:\n{}",
+                            l.process,
+                            crate::backend::local_desktop::tail(&log)
+                        )));
+                    }
+                }
             }
             if running {
+                let frame = self.screen.capture().await?;
+                polls += 1;
                 let ok = match &l.until {
-                    Some(expect) => self.poll(n, std::slice::from_ref(expect), Duration::ZERO, "launch").await?.0,
-                    None => self.screen.capture().await? != before,
+                    Some(expect) => {
+                        let unchanged = judged.as_ref().is_some_and(|(f, _)| *f == frame);
+                        if !unchanged {
+                            let e = self.checker.evaluate(expect, &frame).await?;
+                            judged = Some((frame, e));
+                        }
+                        judged.as_ref().is_some_and(|(_, e)| e.passed)
+                    }
+                    None => frame != before,
                 };
+                let timed_out = start.elapsed() >= l.wait;
+                if let (Some(expect), Some((frame, e)), true) = (&l.until, &judged, ok || timed_out) {
+                    self.report_checks(n, std::slice::from_ref(expect), std::slice::from_ref(e), frame, polls, start.elapsed(), "launch");
+                }
                 if ok {
                     // A window that just appeared may not take input yet: let it settle.
                     self.settle(LAUNCH_SETTLE_QUIET, LAUNCH_SETTLE_MAX).await?;
@@ -434,11 +447,7 @@ impl<'a> Runner<'a> {
                 let why = if !running {
                     format!("no process named '{}' appeared within {:.1}s", l.process, l.wait.as_secs_f64())
                 } else if l.until.is_some() {
-                    format!(
-                        "'{}' runs, but the screen condition did not hold within {:.1}s",
-                        l.process,
-                        l.wait.as_secs_f64()
-                    )
+                    format!("'{}' runs, but the screen condition did not hold within {:.1}s", l.process, l.wait.as_secs_f64())
                 } else {
                     format!("'{}' runs, but the screen did not change within {:.1}s", l.process, l.wait.as_secs_f64())
                 };
