@@ -395,3 +395,27 @@ fn yaml_level_errors_keep_true_positions() {
     assert_eq!(errs(&d), vec!["w.yaml:4:5 duplicate key 'label'"]);
     assert_eq!(d.items[0].notes[0].0.line, 3);
 }
+
+#[test]
+fn ssim_window_is_gaussian_or_box() {
+    let p = Project::new();
+    p.file("reference/t/local/r.png", "png");
+    let s = p.file("scenarios/t.yaml", "steps:\n  - verify: {ssim: {reference: r.png, window: box}}\n  - verify: {ssim: {reference: r.png, window: boks}}\n");
+    let d = load(&s, &opts()).unwrap_err();
+    assert_eq!(errs(&d), vec!["t.yaml:3:47 unknown SSIM window 'boks'"]);
+    let s = p.file(
+        "scenarios/t.yaml",
+        "steps:\n  - verify: {ssim: {reference: r.png, window: box}}\n  - verify: {ssim: r.png}\n",
+    );
+    let plan = load(&s, &opts()).unwrap();
+    let kinds: Vec<_> = plan
+        .steps
+        .iter()
+        .map(|s| match &s.step.expect[0].check {
+            Check::Ssim(c) => c.window,
+            _ => panic!(),
+        })
+        .collect();
+    use smoke::scenario::model::SsimWindowKind::*;
+    assert_eq!(kinds, vec![Box, Gaussian]);
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::frame::Frame;
 use crate::geometry::{Point, Rect};
 use crate::project::display_path;
-use crate::scenario::model::{Check, Expect, OcrCheck, Reference, SsimCheck, TextMatch};
+use crate::scenario::model::{Check, Expect, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch};
 use crate::scenario::plan::UpdateReferences;
 use crate::vision;
 
@@ -105,7 +105,11 @@ impl Checker {
             )));
         }
         let mask = vision::Mask::from_rects(c.mask.iter().copied()).relative_to(region);
-        let options = vision::ssim::SsimOptions { mask, ..Default::default() };
+        let window = match c.window {
+            SsimWindowKind::Gaussian => vision::ssim::SsimWindow::Gaussian { sigma: 1.5 },
+            SsimWindowKind::Box => vision::ssim::SsimWindow::Box { size: 7 },
+        };
+        let options = vision::ssim::SsimOptions { mask, window, ..Default::default() };
         let score = vision::ssim::ssim_frames(&reference, &actual, &options)
             .map_err(|e| CheckError::Invalid(e.to_string()))?
             .score;

@@ -394,9 +394,16 @@ impl<'a> Runner<'a> {
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
-        let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let commands =
+            self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
         let pid = commands.launch(&l.command, &log).map_err(|e| StepError::Failed(e.to_string()))?;
-        self.events.emit(Event::Launch { step: n, command: l.command.display(), process: l.process.clone(), pid, log: self.results.relative(&log) });
+        self.events.emit(Event::Launch {
+            step: n,
+            command: l.command.display(),
+            process: l.process.clone(),
+            pid,
+            log: self.results.relative(&log),
+        });
         let start = Instant::now();
         let mut exited: Option<String> = None;
         let mut polls = 0u32;
@@ -435,7 +442,15 @@ impl<'a> Runner<'a> {
                 };
                 let timed_out = start.elapsed() >= l.wait;
                 if let (Some(expect), Some((frame, e)), true) = (&l.until, &judged, ok || timed_out) {
-                    self.report_checks(n, std::slice::from_ref(expect), std::slice::from_ref(e), frame, polls, start.elapsed(), "launch");
+                    self.report_checks(
+                        n,
+                        std::slice::from_ref(expect),
+                        std::slice::from_ref(e),
+                        frame,
+                        polls,
+                        start.elapsed(),
+                        "launch",
+                    );
                 }
                 if ok {
                     // A window that just appeared may not take input yet: let it settle.
@@ -447,7 +462,11 @@ impl<'a> Runner<'a> {
                 let why = if !running {
                     format!("no process named '{}' appeared within {:.1}s", l.process, l.wait.as_secs_f64())
                 } else if l.until.is_some() {
-                    format!("'{}' runs, but the screen condition did not hold within {:.1}s", l.process, l.wait.as_secs_f64())
+                    format!(
+                        "'{}' runs, but the screen condition did not hold within {:.1}s",
+                        l.process,
+                        l.wait.as_secs_f64()
+                    )
                 } else {
                     format!("'{}' runs, but the screen did not change within {:.1}s", l.process, l.wait.as_secs_f64())
                 };

@@ -52,7 +52,7 @@ pub const CHECK_KINDS: &[(&str, &str)] = &[
     ("ssim", "Structural similarity of the screen (or a region) to a reference image."),
 ];
 pub const OCR_KEYS: &[&str] = &["text", "regex", "case_sensitive", "region"];
-pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold"];
+pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold", "window"];
 
 /// One step of a scenario or routine.
 #[derive(Debug, Clone)]
@@ -253,6 +253,15 @@ pub struct SsimCheck {
     pub region: Option<Rect>,
     pub mask: Vec<Rect>,
     pub threshold: f64,
+    pub window: SsimWindowKind,
+}
+
+/// The SSIM window: Gaussian (sigma 1.5, as scikit-image) or a 7x7 box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SsimWindowKind {
+    #[default]
+    Gaussian,
+    Box,
 }
 
 /// A reference image as written in the scenario; the plan resolves its path.
@@ -751,6 +760,7 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
             region: None,
             mask: Vec::new(),
             threshold: defaults.ssim_threshold,
+            window: SsimWindowKind::Gaussian,
         });
     }
     let m = MapReader::new(node, "an ssim check", SSIM_KEYS, diags)?;
@@ -778,7 +788,20 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
     };
     let threshold =
         m.get("threshold").map_or(Some(defaults.ssim_threshold), |n| decode::number(n, "threshold", 0.0, 1.0, diags));
-    Some(SsimCheck { reference: reference?, region, mask, threshold: threshold? })
+    let window = match m.get("window") {
+        None => SsimWindowKind::Gaussian,
+        Some(n) => match decode::string(n, "window", diags).as_deref() {
+            Some("gaussian") | None => SsimWindowKind::Gaussian,
+            Some("box") => SsimWindowKind::Box,
+            Some(other) => {
+                diags.push(
+                    Diagnostic::new(&n.span, format!("unknown SSIM window '{other}'")).with_help("use gaussian or box"),
+                );
+                SsimWindowKind::Gaussian
+            }
+        },
+    };
+    Some(SsimCheck { reference: reference?, region, mask, threshold: threshold?, window })
 }
 
 /// A generated label for a step without one, e.g. `type "12+30="`.
