@@ -219,6 +219,13 @@ impl<'o> Builder<'o> {
     }
 
     fn scenario(&mut self, path: &Path, root: &Node, sources: &mut SourceMap) -> Option<Plan> {
+        if matches!(root.value, Value::Null) {
+            self.diags.push(
+                Diagnostic::new(&root.span, "the file is empty")
+                    .with_help("a scenario needs at least `steps:` with one step, e.g. `steps: [{key: enter}]`"),
+            );
+            return None;
+        }
         let m = MapReader::new(root, "a scenario file", SCENARIO_KEYS, &mut self.diags)?;
         let name = m
             .get("name")
