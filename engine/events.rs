@@ -63,6 +63,9 @@ pub enum Event {
         results: String,
         smoke_version: String,
         steps: usize,
+        /// Fingerprint of the inputs (scenario, routines, references, vars, target).
+        #[serde(default)]
+        inputs: String,
     },
     TargetReady {
         desktop_name: String,

@@ -56,6 +56,18 @@ enum Command {
         /// Create reference images from this run: missing ones, or all.
         #[arg(long, value_enum)]
         update_references: Option<UpdateMode>,
+        /// After the first failed step keep the target up, print how to look at
+        /// it, and wait: Enter runs cleanup, `a` Enter aborts.
+        #[arg(long)]
+        pause_on_failure: bool,
+    },
+    /// Prepare a target and open a shell in it (the local desktop's DISPLAY and
+    /// HOME); the target is torn down when the shell exits.
+    Shell {
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
     /// Check scenario and routine files without running anything; lists every error.
     Validate {
@@ -79,11 +91,82 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every selected scenario on every selected target, in parallel.
+    ///
+    /// Exit code: 130 if interrupted, else 3 if any run had an infrastructure
+    /// error (or timed out), else 1 if any failed, else 2 if any was invalid.
+    Matrix {
+        /// Scenario files or folders (default: the project's scenarios/).
+        scenarios: Vec<PathBuf>,
+        /// Only these targets (repeatable).
+        #[arg(long)]
+        os: Vec<String>,
+        /// Only targets of this OS family (repeatable).
+        #[arg(long)]
+        family: Vec<String>,
+        /// Only scenarios with this tag (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Runs at the same time.
+        #[arg(long, short = 'j', default_value_t = 2)]
+        jobs: usize,
+        /// Time limit per run (then its cleanup runs and it counts as an error).
+        #[arg(long, default_value = "30m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Print the matrix as CI configuration instead of running it.
+        #[arg(long, value_enum)]
+        emit: Option<EmitKind>,
+    },
+    /// Write the HTML report of a run or matrix folder; `merge` combines runs made elsewhere.
+    Report {
+        #[command(subcommand)]
+        action: Option<ReportAction>,
+        /// A run folder (with events.jsonl) or a matrix folder (with matrix.json).
+        folder: Option<PathBuf>,
+    },
+    /// Classify each (scenario, OS) from the history: passing, new failure,
+    /// persistent failure, flaky, recovering; with --drift, check scores over time.
+    History {
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        #[arg(long)]
+        drift: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of scenario or routine files (for editors).
     Schema {
         #[arg(value_enum, default_value = "scenario")]
         kind: SchemaKind,
     },
+}
+
+#[derive(Subcommand)]
+enum ReportAction {
+    /// Combine run folders (e.g. CI job artifacts) into one matrix folder.
+    Merge {
+        /// Folders to search for runs.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum EmitKind {
+    Github,
+    Gitlab,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    smoke::scenario::decode::parse_duration(s)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,7 +211,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
     match command {
-        Command::Run { scenario, os, vars, results, inventory, update_references } => {
+        Command::Run { scenario, os, vars, results, inventory, update_references, pause_on_failure } => {
             let update = match update_references {
                 None => UpdateReferences::None,
                 Some(UpdateMode::Missing) => UpdateReferences::Missing,
@@ -142,6 +225,8 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 results_root: results,
                 update_references: update,
                 verbosity,
+                history_root: None,
+                pause_on_failure,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -164,6 +249,84 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan)
         }
         Command::Targets { inventory, json } => targets(inventory.as_deref(), json),
+        Command::Matrix { scenarios, os, family, tag, jobs, timeout, vars, results, inventory, emit } => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
+            let inv = match smoke::matrix::inventory(inventory.as_deref(), &root) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(Verdict::Invalid.exit_code() as u8);
+                }
+            };
+            let sel = smoke::matrix::Selection { scenarios, os, families: family, tags: tag };
+            let cells = match smoke::matrix::select(&sel, &inv, &root) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("smoke: {e}");
+                    return Ok(Verdict::Invalid.exit_code() as u8);
+                }
+            };
+            match emit {
+                Some(EmitKind::Github) => {
+                    println!("{}", smoke::matrix::emit::github(&cells));
+                    return Ok(0);
+                }
+                Some(EmitKind::Gitlab) => {
+                    print!("{}", smoke::matrix::emit::gitlab(&cells));
+                    return Ok(0);
+                }
+                None => {}
+            }
+            let opts = smoke::matrix::exec::MatrixOptions {
+                jobs,
+                timeout,
+                grace: std::time::Duration::from_secs(60),
+                results_root: results,
+                inventory,
+                vars,
+                update_references: UpdateReferences::None,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let (dir, summary) = rt.block_on(async {
+                let (tx, rx) = watch::channel(Cancel::Run);
+                tokio::spawn(watch_signals(tx));
+                smoke::matrix::exec::run(cells, opts, rx).await
+            })?;
+            print_matrix(&summary);
+            eprintln!("results: {}", smoke::project::display_path(&dir.join("matrix.html")));
+            Ok(summary.exit_code as u8)
+        }
+        Command::Report { action: Some(ReportAction::Merge { inputs, out }), .. } => {
+            let summary = smoke::matrix::merge::merge(&inputs, &out)
+                .with_context(|| format!("merging into {}", out.display()))?;
+            print_matrix(&summary);
+            eprintln!("results: {}", smoke::project::display_path(&out.join("matrix.html")));
+            Ok(summary.exit_code as u8)
+        }
+        Command::Report { action: None, folder } => {
+            let folder = folder.context("give a run or matrix folder: smoke report results/latest")?;
+            if folder.join("matrix.json").is_file() {
+                let text = std::fs::read_to_string(folder.join("matrix.json"))?;
+                let summary: smoke::matrix::exec::MatrixSummary =
+                    serde_json::from_str(&text).context("reading matrix.json")?;
+                for r in summary.runs.iter().filter_map(|r| r.run.as_ref()) {
+                    smoke::report::run::write(&folder.join(r))?;
+                }
+                let history_root = folder.parent().unwrap_or(&folder).to_path_buf();
+                smoke::matrix::exec::write_outputs(&folder, &summary, &history_root)?;
+                println!("{}", smoke::project::display_path(&folder.join("matrix.html")));
+            } else {
+                let out = smoke::report::run::write(&folder)?;
+                println!("{}", smoke::project::display_path(&out));
+            }
+            Ok(0)
+        }
+        Command::History { results, drift, json } => history(&results, drift, json),
+        Command::Shell { os, inventory } => shell(os.as_deref(), inventory.as_deref()),
         Command::Schema { kind } => {
             let s = match kind {
                 SchemaKind::Scenario => schema::scenario(),
@@ -275,6 +438,132 @@ fn validate(
     if bad_files > 0 {
         eprintln!("{errors} error{} in {bad_files} of {} file{}", plural(errors), files.len(), plural(files.len()));
         return Ok(Verdict::Invalid.exit_code() as u8);
+    }
+    Ok(0)
+}
+
+fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd.clone());
+    let mut sources = SourceMap::new();
+    let inv = match Inventory::locate(inventory, Some(&root), &mut sources) {
+        Ok(i) => i,
+        Err(d) => {
+            eprintln!("{}", d.render(&sources));
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let target = match inv.target(os) {
+        Ok(t) => t.clone(),
+        Err(m) => {
+            eprintln!("smoke: {m}");
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        let logs = tempfile::tempdir().context("a folder for the target's logs")?;
+        let ctx = smoke::backend::StartContext {
+            logs: logs.path().to_path_buf(),
+            cwd: root.clone(),
+            secrets: SecretStore::new(target.secrets.clone()),
+        };
+        let mut machine = smoke::backend::Machine::start(&target, &ctx)
+            .await
+            .with_context(|| format!("preparing target '{}'", target.name))?;
+        eprintln!("smoke: target '{}' is up:", target.name);
+        for line in machine.access_info() {
+            eprintln!("  {line}");
+        }
+        let status = match machine.commands() {
+            Some(c) => {
+                let (set, removed, dir) = c.environment();
+                let shell = std::env::var("SHELL").unwrap_or_else(|_| "sh".into());
+                eprintln!("smoke: opening {shell} in the target's environment; exit it to tear the target down");
+                let mut cmd = std::process::Command::new(&shell);
+                for k in removed {
+                    cmd.env_remove(k);
+                }
+                cmd.envs(set.iter().map(|(k, v)| (k, v))).current_dir(dir);
+                tokio::task::spawn_blocking(move || cmd.status()).await.ok().and_then(|r| r.ok())
+            }
+            None => {
+                eprintln!("smoke: this target runs no commands; press Enter to tear it down");
+                let _ = tokio::task::spawn_blocking(|| {
+                    let mut l = String::new();
+                    std::io::stdin().read_line(&mut l)
+                })
+                .await;
+                None
+            }
+        };
+        for note in machine.teardown().await {
+            tracing::debug!("teardown: {note}");
+        }
+        anyhow::Ok(status.and_then(|s| s.code()).unwrap_or(0) as u8)
+    })
+}
+
+fn print_matrix(s: &smoke::matrix::exec::MatrixSummary) {
+    for r in &s.runs {
+        let word = if r.timed_out { "timeout".to_string() } else { format!("{:?}", r.verdict).to_lowercase() };
+        println!("{:<12} {:<28} {:<14} {:>7.1}s", word, r.scenario, r.os, r.duration_ms as f64 / 1000.0);
+    }
+    println!("{:?}: {} runs in {:.1}s", s.verdict, s.runs.len(), s.duration_ms as f64 / 1000.0);
+}
+
+fn history(root: &Path, drift: bool, json: bool) -> anyhow::Result<u8> {
+    let entries = smoke::history::read(root);
+    if entries.is_empty() {
+        eprintln!("no history in {} yet (every run appends to history.jsonl there)", root.display());
+        return Ok(0);
+    }
+    if drift {
+        let d = smoke::history::drift(&entries);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            return Ok(0);
+        }
+        println!(
+            "{:<20} {:<12} {:>4} {:<32} {:>7} {:>7} {:>8}  scores (oldest first)",
+            "scenario", "os", "step", "check", "min", "last", "change"
+        );
+        for x in d {
+            let scores: Vec<String> = x.scores.iter().rev().take(10).rev().map(|s| format!("{:.4}", s.1)).collect();
+            println!(
+                "{:<20} {:<12} {:>4} {:<32} {:>7.4} {:>7.4} {:>+8.4}  {}",
+                x.scenario,
+                x.os,
+                x.step,
+                x.label,
+                x.min(),
+                x.scores.last().map(|s| s.1).unwrap_or(0.0),
+                x.change(),
+                scores.join(" ")
+            );
+        }
+        return Ok(0);
+    }
+    let statuses = smoke::history::statuses(&entries);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<12} {:<19} {:>5} {:>9} {:>7}  last run",
+        "scenario", "os", "class", "runs", "pass rate", "streak"
+    );
+    for s in &statuses {
+        println!(
+            "{:<20} {:<12} {:<19} {:>5} {:>8.0}% {:>7}  {}",
+            s.scenario,
+            s.os,
+            s.class.name(),
+            s.runs,
+            s.pass_rate * 100.0,
+            s.streak,
+            s.last_run
+        );
     }
     Ok(0)
 }

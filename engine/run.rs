@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::backend::{Machine, StartContext};
 use crate::console::{Console, Verbosity};
-use crate::events::{Event, EventLog, JsonlSink, Verdict};
+use crate::events::{Event, EventLog, EventSink, JsonlSink, Verdict};
 use crate::frame::Frame;
 use crate::inventory::{Inventory, Target};
 use crate::project::{Project, display_path};
@@ -41,6 +41,10 @@ pub struct RunRequest {
     pub results_root: PathBuf,
     pub update_references: UpdateReferences,
     pub verbosity: Verbosity,
+    /// Where history.jsonl lives (default: `results_root`).
+    pub history_root: Option<PathBuf>,
+    /// Keep the target up after the first failed step until the user says go on.
+    pub pause_on_failure: bool,
 }
 
 /// How a run ended.
@@ -142,8 +146,18 @@ pub async fn run(req: RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport 
     run_prepared(prepared, &req, cancel).await
 }
 
-/// Run an already validated plan.
+/// Run an already validated plan, reporting to the console.
 pub async fn run_prepared(p: Prepared, req: &RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport {
+    run_with_sink(p, req, cancel, Box::new(Console::new(req.verbosity))).await
+}
+
+/// Run an already validated plan, reporting live progress to `sink`.
+pub async fn run_with_sink(
+    p: Prepared,
+    req: &RunRequest,
+    cancel: watch::Receiver<Cancel>,
+    sink: Box<dyn EventSink>,
+) -> RunReport {
     let start = Instant::now();
     let results = match ResultsDir::create(&req.results_root, &p.plan.name, &p.target.name) {
         Ok(r) => r,
@@ -160,7 +174,7 @@ pub async fn run_prepared(p: Prepared, req: &RunRequest, cancel: watch::Receiver
         Ok(sink) => events.add_sink(Box::new(sink)),
         Err(e) => tracing::warn!("cannot write {}: {e}", results.events().display()),
     }
-    events.add_sink(Box::new(Console::new(req.verbosity)));
+    events.add_sink(sink);
     events.emit(Event::RunStarted {
         scenario: p.plan.name.clone(),
         file: display_path(&p.plan.file),
@@ -169,6 +183,7 @@ pub async fn run_prepared(p: Prepared, req: &RunRequest, cancel: watch::Receiver
         results: display_path(&results.path),
         smoke_version: env!("CARGO_PKG_VERSION").into(),
         steps: p.plan.steps.len() + p.plan.cleanup.len(),
+        inputs: fingerprint(&p),
     });
     let outcome = execute(&p, &results, &events, req, cancel).await;
     let (verdict, counts, reason) = match outcome {
@@ -189,7 +204,56 @@ pub async fn run_prepared(p: Prepared, req: &RunRequest, cancel: watch::Receiver
         reason,
     });
     write_reports(&results, &events);
+    record_history(req.history_root.as_deref().unwrap_or(&req.results_root), &results, &events);
     RunReport { verdict, results: Some(results.path.clone()), message: None }
+}
+
+/// Fingerprint of what the run was made of: the scenario, routines and
+/// references (their bytes), the variables and the target.
+pub fn fingerprint(p: &Prepared) -> String {
+    let mut f = crate::history::Fingerprint::default();
+    for file in p.plan.input_files() {
+        f.add(file.display().to_string().as_bytes());
+        f.add(&std::fs::read(&file).unwrap_or_default());
+    }
+    f.add(p.plan.vars.to_string().as_bytes());
+    f.add(p.target.name.as_bytes());
+    f.hex()
+}
+
+/// Append the run to the history of its results root.
+pub fn record_history(root: &Path, results: &ResultsDir, events: &EventLog) {
+    let s = summary::from_events(&events.records());
+    let checks = s
+        .steps
+        .iter()
+        .flat_map(|st| {
+            st.checks.iter().filter_map(move |c| {
+                Some(crate::history::CheckScore {
+                    step: st.step,
+                    label: st.label.clone(),
+                    kind: c.get("kind")?.as_str()?.to_string(),
+                    score: c.get("score")?.as_f64()?,
+                    threshold: c.get("threshold").and_then(|t| t.as_f64()),
+                    passed: c.get("passed")?.as_bool()?,
+                })
+            })
+        })
+        .collect();
+    let run = results.path.strip_prefix(root).unwrap_or(&results.path).display().to_string();
+    let entry = crate::history::Entry {
+        time: s.started.clone(),
+        scenario: s.scenario.clone(),
+        os: s.os.clone(),
+        verdict: s.verdict,
+        duration_ms: s.duration_ms,
+        run,
+        inputs: s.inputs.clone(),
+        checks,
+    };
+    if let Err(e) = crate::history::append(root, &entry) {
+        tracing::warn!("cannot append to the history in {}: {e}", root.display());
+    }
 }
 
 /// summary.json and junit.xml, from the events.
@@ -204,6 +268,9 @@ pub fn write_reports(results: &ResultsDir, events: &EventLog) {
     let xml = events.redactor().redact(&junit::render(&s));
     if let Err(e) = std::fs::write(results.junit(), xml) {
         tracing::warn!("cannot write {}: {e}", results.junit().display());
+    }
+    if let Err(e) = crate::report::run::write(&results.path) {
+        tracing::warn!("cannot write the HTML report: {e}");
     }
 }
 
@@ -233,6 +300,7 @@ async fn execute(
             Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
                 .map_err(|e| format!("starting the recording: {e}"))?;
         let screen = Screen::new(client.clone(), events.clone());
+        let pause = req.pause_on_failure.then(|| crate::runner::PauseOnFailure { access: machine.access_info() });
         let commands = machine.commands();
         let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());
         let mut runner = Runner::new(RunnerParts {
@@ -244,6 +312,7 @@ async fn execute(
             update: req.update_references,
             cancel,
             frame_index: Some(frame_index),
+            pause,
         });
         let result = runner.run().await;
         for r in runner.created_references() {

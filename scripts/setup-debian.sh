@@ -13,6 +13,9 @@ packages=(
   ffmpeg                                      # tests grab screens with x11grab; recording benchmark
   fonts-dejavu-core                           # a monospace TrueType font for xterm
   tesseract-ocr tesseract-ocr-eng             # OCR
+  chromium                                    # tests open the HTML reports in a real browser
+  libxml2-utils                               # xmllint: tests validate JUnit XML against its schema
+  python3-pip                                 # fetches the JUnit schema below
 )
 
 missing=()
@@ -26,6 +29,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The Jenkins JUnit schema (junit-10.xsd, MIT) that the tests validate junit.xml
+# against. It ships in pytest's source distribution on PyPI.
+xsd_dir="$(dirname "$0")/../target/test-data"
+if [ ! -s "$xsd_dir/junit-10.xsd" ]; then
+  mkdir -p "$xsd_dir"
+  tmp=$(mktemp -d)
+  if python3 -m pip download --no-binary :all: --no-deps -q -d "$tmp" pytest==8.3.4 >&2; then
+    tar -xzf "$tmp"/pytest-8.3.4.tar.gz -C "$tmp" pytest-8.3.4/testing/example_scripts/junit-10.xsd
+    cp "$tmp"/pytest-8.3.4/testing/example_scripts/junit-10.xsd "$xsd_dir/junit-10.xsd"
+  else
+    echo "setup: could not fetch the JUnit schema (tests that validate junit.xml will say so)" >&2
+  fi
+  rm -rf "$tmp"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

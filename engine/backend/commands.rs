@@ -56,6 +56,11 @@ impl LocalCommands {
         LocalCommands { env, remove, cwd, marker, launched: Vec::new() }
     }
 
+    /// The environment commands get: (set, removed, working directory).
+    pub fn environment(&self) -> (&[(String, String)], &[String], &Path) {
+        (&self.env, &self.remove, &self.cwd)
+    }
+
     fn command(&self, cmd: &CommandLine) -> tokio::process::Command {
         let mut c = match cmd {
             CommandLine::Shell(s) => {

@@ -97,6 +97,21 @@ impl Machine {
         }
     }
 
+    /// How a person can look at the machine (VNC address and password, the
+    /// desktop's DISPLAY). For the terminal only: contains the VNC password.
+    pub fn access_info(&self) -> Vec<String> {
+        let v = self.vnc();
+        let pw = v.password.as_deref().map(|p| format!(", password {p}")).unwrap_or_default();
+        let mut lines = vec![format!("VNC: {}{pw}", v.endpoint)];
+        if let crate::rfb::Endpoint::Tcp { host, port } = &v.endpoint {
+            lines.push(format!("  e.g. vncviewer {host}::{port}"));
+        }
+        if let Machine::LocalDesktop(s) = self {
+            lines.push(format!("desktop: DISPLAY=:{}", s.display()));
+        }
+        lines
+    }
+
     /// Stop everything the backend started. Never fails: problems are logged.
     pub async fn teardown(self) -> Vec<String> {
         match self {

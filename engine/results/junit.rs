@@ -1,42 +1,80 @@
 //! junit.xml: one `<testsuite>` per run, one `<testcase>` per step, derived
 //! from the summary. Failed checks become `<failure>`, infrastructure errors
-//! `<error>`, steps not reached `<skipped>`.
+//! `<error>`, steps not reached `<skipped>`. A matrix merges the suites of
+//! its runs into one `<testsuites>`. The output validates against the
+//! Jenkins JUnit schema (junit-10.xsd), which the tests check.
 
 use crate::events::StepStatus;
+use crate::results::markup::escape as esc;
 use crate::results::summary::Summary;
 
-/// Render JUnit XML for a run.
+fn secs(ms: u64) -> String {
+    format!("{:.3}", ms as f64 / 1000.0)
+}
+
+/// JUnit XML for one run.
 pub fn render(s: &Summary) -> String {
-    let suite = format!("{}@{}", s.scenario, s.os);
-    let classname = format!("smoke.{}.{}", s.scenario, s.os);
-    let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
+    render_many("smoke", std::slice::from_ref(s))
+}
+
+/// JUnit XML for several runs (a matrix).
+pub fn render_many(name: &str, runs: &[Summary]) -> String {
+    let tests: usize = runs.iter().map(|s| s.steps.len()).sum();
+    let failures: usize = runs.iter().map(|s| s.counts.failed).sum();
+    let errors: usize =
+        runs.iter().map(|s| s.counts.errors + usize::from(s.steps.is_empty() && s.exit_code != 0)).sum();
+    let time: u64 = runs.iter().map(|s| s.duration_ms).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let total = s.steps.len();
     out.push_str(&format!(
-        "<testsuites name=\"smoke\" tests=\"{total}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\">\n",
-        s.counts.failed,
-        s.counts.errors,
-        s.counts.skipped,
-        secs(s.duration_ms)
+        "<testsuites name=\"{}\" tests=\"{tests}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{}\">\n",
+        esc(name),
+        secs(time)
     ));
+    for s in runs {
+        suite(&mut out, s);
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+fn suite(out: &mut String, s: &Summary) {
+    let name = format!("{}@{}", s.scenario, s.os);
+    let classname = format!("smoke.{}.{}", s.scenario, s.os);
+    // a run that could not start has no steps: report it as one errored testcase
+    let no_steps = s.steps.is_empty() && s.exit_code != 0;
     out.push_str(&format!(
-        "  <testsuite name=\"{}\" tests=\"{total}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\" timestamp=\"{}\">\n",
-        esc(&suite),
+        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{}\" timestamp=\"{}\">\n",
+        esc(&name),
+        s.steps.len() + usize::from(no_steps),
         s.counts.failed,
-        s.counts.errors,
+        s.counts.errors + usize::from(no_steps),
         s.counts.skipped,
         secs(s.duration_ms),
         esc(s.started.trim_end_matches('Z'))
     ));
     out.push_str("    <properties>\n");
-    for (k, v) in [("scenario", &s.scenario), ("os", &s.os), ("backend", &s.backend), ("file", &s.file)] {
+    let verdict = format!("{:?}", s.verdict).to_lowercase();
+    for (k, v) in [
+        ("scenario", &s.scenario),
+        ("os", &s.os),
+        ("backend", &s.backend),
+        ("file", &s.file),
+        ("verdict", &verdict),
+        ("inputs", &s.inputs),
+    ] {
         out.push_str(&format!("      <property name=\"{k}\" value=\"{}\"/>\n", esc(v)));
     }
-    out.push_str(&format!(
-        "      <property name=\"verdict\" value=\"{}\"/>\n",
-        esc(&format!("{:?}", s.verdict).to_lowercase())
-    ));
     out.push_str("    </properties>\n");
+    if no_steps {
+        let reason = s.reason.clone().unwrap_or_default();
+        out.push_str(&format!(
+            "    <testcase name=\"000 prepare target\" classname=\"{}\" time=\"{}\">\n      <error message=\"{}\" type=\"infrastructure\">{}</error>\n    </testcase>\n",
+            esc(&classname),
+            secs(s.duration_ms),
+            esc(&reason),
+            esc(&reason)
+        ));
+    }
     for step in &s.steps {
         let name = format!("{:03} {}{}", step.step, if step.cleanup { "cleanup: " } else { "" }, step.label);
         out.push_str(&format!(
@@ -69,34 +107,5 @@ pub fn render(s: &Summary) -> String {
         }
         out.push_str("    </testcase>\n");
     }
-    out.push_str("  </testsuite>\n</testsuites>\n");
-    out
-}
-
-/// Escape for XML text and attributes; characters XML 1.0 forbids are dropped.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_and_drops_forbidden_characters() {
-        assert_eq!(esc("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;");
-    }
+    out.push_str("  </testsuite>\n");
 }

@@ -14,6 +14,7 @@
 
 pub mod annotate;
 pub mod junit;
+pub mod markup;
 pub mod summary;
 
 use std::path::{Path, PathBuf};

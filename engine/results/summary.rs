@@ -15,6 +15,7 @@ pub struct Summary {
     pub file: String,
     pub os: String,
     pub backend: String,
+    pub inputs: String,
     pub verdict: Verdict,
     pub exit_code: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,6 +75,7 @@ pub fn from_events(records: &[Record]) -> Summary {
         file: String::new(),
         os: String::new(),
         backend: String::new(),
+        inputs: String::new(),
         verdict: Verdict::Error,
         exit_code: Verdict::Error.exit_code(),
         reason: Some("the run ended without a run_finished event".into()),
@@ -86,11 +88,12 @@ pub fn from_events(records: &[Record]) -> Summary {
     };
     for r in records {
         match &r.event {
-            Event::RunStarted { scenario, file, os, backend, .. } => {
+            Event::RunStarted { scenario, file, os, backend, inputs, .. } => {
                 s.scenario = scenario.clone();
                 s.file = file.clone();
                 s.os = os.clone();
                 s.backend = backend.clone();
+                s.inputs = inputs.clone();
             }
             Event::StepStarted { step, label, kind, cleanup, source, frame, .. } => {
                 if let Some(existing) = s.steps.iter_mut().find(|x| x.step == *step) {

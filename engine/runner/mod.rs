@@ -100,6 +100,13 @@ pub struct Runner<'a> {
     frame_index: Option<FrameIndex<'a>>,
     /// The cancel level that interrupts the current phase.
     interrupt_at: Cancel,
+    pause: Option<PauseOnFailure>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PauseDecision {
+    Continue,
+    Abort,
 }
 
 /// What one attempt of a step produced.
@@ -119,6 +126,15 @@ pub struct RunnerParts<'a> {
     pub update: UpdateReferences,
     pub cancel: watch::Receiver<Cancel>,
     pub frame_index: Option<FrameIndex<'a>>,
+    /// Stop after the first failed step and wait for the person at the terminal.
+    pub pause: Option<PauseOnFailure>,
+}
+
+/// What `--pause-on-failure` prints while the target is kept up.
+#[derive(Debug, Clone)]
+pub struct PauseOnFailure {
+    /// How to look at the target (printed to the terminal only, never to events).
+    pub access: Vec<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -133,6 +149,7 @@ impl<'a> Runner<'a> {
             cancel: p.cancel,
             frame_index: p.frame_index,
             interrupt_at: Cancel::Soft,
+            pause: p.pause,
         }
     }
 
@@ -162,7 +179,19 @@ impl<'a> Runner<'a> {
                     cancelled = true;
                     stop = Some("interrupted".into());
                 }
-                _ => stop = Some(format!("step {} did not pass", ps.number)),
+                _ => {
+                    stop = Some(format!("step {} did not pass", ps.number));
+                    if self.pause_here(ps).await == PauseDecision::Abort {
+                        self.events.emit(Event::Warning { message: "aborted at the pause: cleanup skipped".into() });
+                        for rest in
+                            self.plan.steps.iter().filter(|s| s.number > ps.number).chain(self.plan.cleanup.iter())
+                        {
+                            self.skip(rest, "aborted at the pause after a failure", &mut r);
+                        }
+                        r.verdict = if r.errors > 0 { Verdict::Error } else { Verdict::Failed };
+                        return r;
+                    }
+                }
             }
         }
         self.interrupt_at = Cancel::Hard;
@@ -187,6 +216,32 @@ impl<'a> Runner<'a> {
             r.reason = Some("interrupted".into());
         }
         r
+    }
+
+    /// `--pause-on-failure`: keep the target up and wait for the person at the
+    /// terminal: Enter continues with cleanup, `a` Enter aborts. Ctrl-C, or
+    /// the end of standard input, continues.
+    async fn pause_here(&mut self, ps: &PlannedStep) -> PauseDecision {
+        let Some(pause) = self.pause.clone() else { return PauseDecision::Continue };
+        let mut text = format!("\nsmoke: step {} ({}) did not pass; the target stays up:\n", ps.number, ps.label);
+        for line in &pause.access {
+            text.push_str(&format!("  {line}\n"));
+        }
+        text.push_str("press Enter to run cleanup and tear down, or type a and Enter to abort without cleanup\n");
+        eprint!("{text}");
+        self.events.emit(Event::Warning { message: format!("paused after step {} for inspection", ps.number) });
+        let read = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map(|_| line)
+        });
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            line = read => match line {
+                Ok(Ok(l)) if l.trim().eq_ignore_ascii_case("a") => PauseDecision::Abort,
+                _ => PauseDecision::Continue,
+            },
+            _ = cancel.changed() => PauseDecision::Continue,
+        }
     }
 
     fn skip(&self, ps: &PlannedStep, why: &str, r: &mut RunResult) {

@@ -804,6 +804,26 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
     Some(SsimCheck { reference: reference?, region, mask, threshold: threshold?, window })
 }
 
+/// The reference images a step uses (SSIM checks, image targets).
+pub fn references(step: &Step) -> Vec<&Reference> {
+    let mut out = Vec::new();
+    let checks = step.expect.iter().chain(match &step.action {
+        Action::Launch(l) => l.until.as_ref(),
+        _ => None,
+    });
+    for e in checks {
+        if let Check::Ssim(c) = &e.check {
+            out.push(&c.reference);
+        }
+    }
+    match &step.action {
+        Action::Click(ClickAction { target: Target::Image { reference, .. }, .. })
+        | Action::Move(Target::Image { reference, .. }) => out.push(reference),
+        _ => {}
+    }
+    out
+}
+
 /// A generated label for a step without one, e.g. `type "12+30="`.
 pub fn default_label(step: &Step) -> String {
     let short = |s: &str| {

@@ -73,6 +73,7 @@ pub struct PlanOptions {
 pub struct Call {
     pub routine: String,
     pub file: String,
+    pub path: PathBuf,
     pub at: Span,
     pub label: Option<String>,
 }
@@ -108,6 +109,19 @@ pub struct Plan {
 impl Plan {
     pub fn all_steps(&self) -> impl Iterator<Item = &PlannedStep> {
         self.steps.iter().chain(self.cleanup.iter())
+    }
+
+    /// Every file the plan was built from: the scenario, the routines it
+    /// calls and the reference images it compares against.
+    pub fn input_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.file.clone()];
+        for s in self.all_steps() {
+            files.extend(s.calls.iter().map(|c| c.path.clone()));
+            files.extend(crate::scenario::model::references(&s.step).into_iter().filter_map(|r| r.path.clone()));
+        }
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// The expanded plan as text (for `smoke validate --plan`).
@@ -419,7 +433,8 @@ impl<'o> Builder<'o> {
         }
         let Some(routine) = self.load_routine(&name, &path, sources) else { return };
         let Some(rctx) = self.bind_inputs(&routine, m.get("with"), &node.span, ctx, sources) else { return };
-        let call = Call { routine: name.clone(), file: display_path(&path), at: node.span.clone(), label };
+        let call =
+            Call { routine: name.clone(), file: display_path(&path), path: path.clone(), at: node.span.clone(), label };
         let mut calls = at.calls.to_vec();
         calls.push(call);
         let mut stack = stack.to_vec();

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+pub mod browser;
+
 use smoke::events::{Event, Record};
 
 /// Runs that start desktops and OCR share 2 cores: one at a time per test binary,
