@@ -402,35 +402,35 @@ fn render_check(body: &mut String, e: &Value, step: u64, run_dir: &Path, run: &V
         Frame::load_png(&run_dir.join(shot)).ok()?.crop(r)
     });
     let expected_img = expected.as_ref().and_then(|p| Frame::load_png(p).ok());
-    if let (Some(a), Some(x)) = (&actual_img, &expected_img) {
-        if let (Ok(ap), Ok(xp)) = (a.to_png(), x.to_png()) {
-            let (au, xu) = (data_uri("image/png", &ap), data_uri("image/png", &xp));
-            let _ = write!(
-                body,
-                "<div class=\"pair\"><figure><img class=\"zoom\" alt=\"expected\" src=\"{xu}\"><figcaption>expected (reference)</figcaption></figure>\
+    if let (Some(a), Some(x)) = (&actual_img, &expected_img)
+        && let (Ok(ap), Ok(xp)) = (a.to_png(), x.to_png())
+    {
+        let (au, xu) = (data_uri("image/png", &ap), data_uri("image/png", &xp));
+        let _ = write!(
+            body,
+            "<div class=\"pair\"><figure><img class=\"zoom\" alt=\"expected\" src=\"{xu}\"><figcaption>expected (reference)</figcaption></figure>\
                  <figure><img class=\"zoom\" alt=\"actual\" src=\"{au}\"><figcaption>actual</figcaption></figure></div>\
                  <div><div class=\"compare\"><img alt=\"expected\" src=\"{xu}\"><div class=\"overlay\"><img alt=\"actual\" src=\"{au}\"></div></div>\
                  <br><input type=\"range\" min=\"0\" max=\"100\" value=\"50\" aria-label=\"slide between expected (right) and actual (left)\"> \
                  <span class=\"muted\">slide: actual on the left, expected on the right</span></div>"
-            );
-        }
+        );
     }
-    if let Some(shot) = e.get("screenshot").and_then(Value::as_str) {
-        if let Some(uri) = embed_png(&run_dir.join(shot)) {
-            let _ = write!(
-                body,
-                "<figure><img class=\"zoom judged\" style=\"width:320px\" alt=\"the frame judged\" src=\"{uri}\"><figcaption>the frame it was judged on ({})</figcaption></figure>",
-                esc(shot)
-            );
-        }
+    if let Some(shot) = e.get("screenshot").and_then(Value::as_str)
+        && let Some(uri) = embed_png(&run_dir.join(shot))
+    {
+        let _ = write!(
+            body,
+            "<figure><img class=\"zoom judged\" style=\"width:320px\" alt=\"the frame judged\" src=\"{uri}\"><figcaption>the frame it was judged on ({})</figcaption></figure>",
+            esc(shot)
+        );
     }
-    if let Some(d) = e.get("diff").and_then(Value::as_str) {
-        if let Some(uri) = embed_png(&run_dir.join(d)) {
-            let _ = write!(
-                body,
-                "<figure><img class=\"zoom\" alt=\"difference\" src=\"{uri}\"><figcaption>where it differs</figcaption></figure>"
-            );
-        }
+    if let Some(d) = e.get("diff").and_then(Value::as_str)
+        && let Some(uri) = embed_png(&run_dir.join(d))
+    {
+        let _ = write!(
+            body,
+            "<figure><img class=\"zoom\" alt=\"difference\" src=\"{uri}\"><figcaption>where it differs</figcaption></figure>"
+        );
     }
     if !passed && matches!(s(e, "kind"), "ssim" | "needle" | "image") {
         let dir = run_dir.display().to_string();

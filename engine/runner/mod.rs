@@ -470,16 +470,15 @@ impl<'a> Runner<'a> {
             if exited.is_none() {
                 exited = commands.exited(pid);
             }
-            if !running {
-                if let Some(status) = &exited {
-                    if !status.contains("exit status: 0") {
-                        return Err(StepError::Failed(format!(
-                            "{} exited ({status}) before its window appeared; its output:\n{}",
-                            l.process,
-                            crate::backend::local_desktop::tail(&log)
-                        )));
-                    }
-                }
+            if !running
+                && let Some(status) = &exited
+                && !status.contains("exit status: 0")
+            {
+                return Err(StepError::Failed(format!(
+                    "{} exited ({status}) before its window appeared; its output:\n{}",
+                    l.process,
+                    crate::backend::local_desktop::tail(&log)
+                )));
             }
             if running {
                 let frame = self.screen.capture().await?;
