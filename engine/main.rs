@@ -60,6 +60,10 @@ enum Command {
         /// it, and wait: Enter runs cleanup, `a` Enter aborts.
         #[arg(long)]
         pause_on_failure: bool,
+        /// POST a JSON notification here when the scenario is now a new or
+        /// persistent failure (see `smoke history`).
+        #[arg(long, env = "SMOKE_NOTIFY_URL", hide_env_values = true)]
+        notify: Option<String>,
     },
     /// Prepare a target and open a shell in it (the local desktop's DISPLAY and
     /// HOME); the target is torn down when the shell exits.
@@ -122,6 +126,10 @@ enum Command {
         /// Print the matrix as CI configuration instead of running it.
         #[arg(long, value_enum)]
         emit: Option<EmitKind>,
+        /// POST a JSON notification here when any cell is now a new or
+        /// persistent failure (see `smoke history`).
+        #[arg(long, env = "SMOKE_NOTIFY_URL", hide_env_values = true)]
+        notify: Option<String>,
     },
     /// Write the HTML report of a run or matrix folder; `merge` combines runs made elsewhere.
     Report {
@@ -211,7 +219,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
     match command {
-        Command::Run { scenario, os, vars, results, inventory, update_references, pause_on_failure } => {
+        Command::Run { scenario, os, vars, results, inventory, update_references, pause_on_failure, notify } => {
             let update = match update_references {
                 None => UpdateReferences::None,
                 Some(UpdateMode::Missing) => UpdateReferences::Missing,
@@ -232,10 +240,26 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let history_root = req.results_root.clone();
             let report = rt.block_on(async {
                 let (tx, rx) = watch::channel(Cancel::Run);
                 tokio::spawn(watch_signals(tx));
-                run::run(req, rx).await
+                let report = run::run(req, rx).await;
+                if let (Some(url), Some(dir)) = (&notify, &report.results) {
+                    if let Ok((records, _)) = smoke::events::read_jsonl(&dir.join("events.jsonl")) {
+                        let s = smoke::results::summary::from_events(&records);
+                        let verdict = format!("{:?}", s.verdict).to_lowercase();
+                        let page = dir.join("report.html").display().to_string();
+                        match smoke::notify::after_runs(url, &history_root, &[(s.scenario, s.os)], &verdict, &page)
+                            .await
+                        {
+                            Ok(n) if n > 0 => eprintln!("smoke: notified the webhook ({n} alert)"),
+                            Ok(_) => {}
+                            Err(e) => eprintln!("smoke: {e}"),
+                        }
+                    }
+                }
+                report
             });
             if let Some(m) = report.message {
                 eprintln!("{m}");
@@ -249,7 +273,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan)
         }
         Command::Targets { inventory, json } => targets(inventory.as_deref(), json),
-        Command::Matrix { scenarios, os, family, tag, jobs, timeout, vars, results, inventory, emit } => {
+        Command::Matrix { scenarios, os, family, tag, jobs, timeout, vars, results, inventory, emit, notify } => {
             let cwd = std::env::current_dir().context("reading the current directory")?;
             let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
             let inv = match smoke::matrix::inventory(inventory.as_deref(), &root) {
@@ -291,10 +315,23 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
+            let history_root = opts.results_root.clone();
             let (dir, summary) = rt.block_on(async {
                 let (tx, rx) = watch::channel(Cancel::Run);
                 tokio::spawn(watch_signals(tx));
-                smoke::matrix::exec::run(cells, opts, rx).await
+                let out = smoke::matrix::exec::run(cells, opts, rx).await;
+                if let (Some(url), Ok((dir, summary))) = (&notify, &out) {
+                    let ran: Vec<(String, String)> =
+                        summary.runs.iter().map(|r| (r.scenario.clone(), r.os.clone())).collect();
+                    let verdict = format!("{:?}", summary.verdict).to_lowercase();
+                    let page = dir.join("matrix.html").display().to_string();
+                    match smoke::notify::after_runs(url, &history_root, &ran, &verdict, &page).await {
+                        Ok(n) if n > 0 => eprintln!("smoke: notified the webhook ({n} alerts)"),
+                        Ok(_) => {}
+                        Err(e) => eprintln!("smoke: {e}"),
+                    }
+                }
+                out
             })?;
             print_matrix(&summary);
             eprintln!("results: {}", smoke::project::display_path(&dir.join("matrix.html")));

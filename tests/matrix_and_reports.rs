@@ -257,3 +257,67 @@ fn history_classifies_crafted_histories() {
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains("flaky") && table.contains("67%"), "{table}");
 }
+
+/// Accept HTTP requests on loopback and keep their bodies.
+fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/T0KEN-in-the-url", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut r = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            b.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
+            let mut s = stream;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn a_webhook_hears_about_new_and_persistent_failures_only() {
+    let _desktop = lock();
+    let (url, bodies) = webhook_receiver();
+    let results = tempfile::tempdir().unwrap();
+    let args = |root: &Path, extra: &[&str]| {
+        let mut v = vec![
+            "run".to_string(),
+            "scenarios/calculator.yaml".into(),
+            "--results".into(),
+            root.display().to_string(),
+            "--notify".into(),
+            url.clone(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // a pass: nothing to say
+    let out = smoke().current_dir(repo()).args(args(results.path(), &[])).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(bodies.lock().unwrap().is_empty());
+    // a new failure: one notification with the details and a human text
+    let out = smoke().current_dir(repo()).args(args(results.path(), &["--var", "root=13"])).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let got = bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let v: Value = serde_json::from_str(&got[0]).unwrap();
+    assert_eq!(v["alerts"][0]["class"], "new-failure");
+    assert_eq!(v["alerts"][0]["scenario"], "calculator");
+    assert!(v["text"].as_str().unwrap().contains("calculator on local: new-failure"));
+    // the token in the URL is never printed
+    assert!(!text(&out).contains("T0KEN"), "{}", text(&out));
+}

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 
 pub mod browser;
+pub mod openai;
 
 use smoke::events::{Event, Record};
 
