@@ -245,18 +245,16 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 let (tx, rx) = watch::channel(Cancel::Run);
                 tokio::spawn(watch_signals(tx));
                 let report = run::run(req, rx).await;
-                if let (Some(url), Some(dir)) = (&notify, &report.results) {
-                    if let Ok((records, _)) = smoke::events::read_jsonl(&dir.join("events.jsonl")) {
-                        let s = smoke::results::summary::from_events(&records);
-                        let verdict = format!("{:?}", s.verdict).to_lowercase();
-                        let page = dir.join("report.html").display().to_string();
-                        match smoke::notify::after_runs(url, &history_root, &[(s.scenario, s.os)], &verdict, &page)
-                            .await
-                        {
-                            Ok(n) if n > 0 => eprintln!("smoke: notified the webhook ({n} alert)"),
-                            Ok(_) => {}
-                            Err(e) => eprintln!("smoke: {e}"),
-                        }
+                if let (Some(url), Some(dir)) = (&notify, &report.results)
+                    && let Ok((records, _)) = smoke::events::read_jsonl(&dir.join("events.jsonl"))
+                {
+                    let s = smoke::results::summary::from_events(&records);
+                    let verdict = format!("{:?}", s.verdict).to_lowercase();
+                    let page = dir.join("report.html").display().to_string();
+                    match smoke::notify::after_runs(url, &history_root, &[(s.scenario, s.os)], &verdict, &page).await {
+                        Ok(n) if n > 0 => eprintln!("smoke: notified the webhook ({n} alert)"),
+                        Ok(_) => {}
+                        Err(e) => eprintln!("smoke: {e}"),
                     }
                 }
                 report

@@ -41,10 +41,10 @@ impl Meter {
     /// May another call be made?
     pub fn check(&self) -> Result<(), BudgetExceeded> {
         let s = self.spent.lock().map(|s| s.clone()).unwrap_or_default();
-        if let Some(limit) = self.limits.calls {
-            if s.calls >= limit {
-                return Err(BudgetExceeded::Calls { limit });
-            }
+        if let Some(limit) = self.limits.calls
+            && s.calls >= limit
+        {
+            return Err(BudgetExceeded::Calls { limit });
         }
         if let Some(limit) = self.limits.tokens {
             let used = s.prompt_tokens + s.completion_tokens;
@@ -52,10 +52,10 @@ impl Meter {
                 return Err(BudgetExceeded::Tokens { limit, used });
             }
         }
-        if let Some(limit) = self.limits.cost {
-            if s.cost >= limit {
-                return Err(BudgetExceeded::Cost { limit, used: s.cost });
-            }
+        if let Some(limit) = self.limits.cost
+            && s.cost >= limit
+        {
+            return Err(BudgetExceeded::Cost { limit, used: s.cost });
         }
         Ok(())
     }

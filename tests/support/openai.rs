@@ -264,7 +264,10 @@ async fn handle(
     render(reply).await
 }
 
-fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String, Option<Vec<u8>>)> + Send>> {
+/// (status, extra headers, body; None drops the connection)
+type Rendered = (u16, String, Option<Vec<u8>>);
+
+fn render(reply: Reply) -> std::pin::Pin<Box<dyn std::future::Future<Output = Rendered> + Send>> {
     Box::pin(async move {
         match reply {
             Reply::Delay(d, r) => {
