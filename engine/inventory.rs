@@ -39,6 +39,8 @@ pub struct Inventory {
     pub source: String,
     pub default: Option<String>,
     pub targets: Vec<Target>,
+    /// The vision-language model, when one is configured.
+    pub vlm: Option<crate::vlm::config::VlmConfig>,
 }
 
 /// One OS target.
@@ -99,7 +101,7 @@ pub struct VncServer {
     pub password: Option<SecretSource>,
 }
 
-pub const TOP_KEYS: &[&str] = &["default", "targets"];
+pub const TOP_KEYS: &[&str] = &["default", "targets", "vlm"];
 pub const TARGET_KEYS: &[&str] =
     &["backend", "family", "desktop", "vars", "secrets", "screen", "depth", "window_manager", "home", "xvnc", "vnc"];
 pub const BACKENDS: &[&str] = &["local-desktop", "vnc"];
@@ -183,7 +185,8 @@ fn decode_inventory(name: &str, root: &Node, diags: &mut Diagnostics) -> Option<
     {
         diags.push(Diagnostic::new(&node.span, format!("default target '{d}' is not defined under targets")));
     }
-    Some(Inventory { source: name.to_string(), default, targets })
+    let vlm = m.get("vlm").and_then(|n| crate::vlm::config::decode(n, diags));
+    Some(Inventory { source: name.to_string(), default, targets, vlm })
 }
 
 fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Target> {

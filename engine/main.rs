@@ -148,6 +148,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the VLM verdict cache (the inventory's `vlm.cache`, or
+    /// $XDG_CACHE_HOME/smoke/vlm-cache.jsonl).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        #[arg(long, global = true)]
+        inventory: Option<PathBuf>,
+    },
     /// Print the JSON Schema of scenario or routine files (for editors).
     Schema {
         #[arg(value_enum, default_value = "scenario")]
@@ -165,6 +173,27 @@ enum ReportAction {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Entries, size, models, oldest and newest.
+    Stats,
+    /// Remove every entry.
+    Clear,
+    /// Remove entries older than a duration (e.g. 30d, 12h).
+    Prune {
+        #[arg(long, value_parser = parse_age)]
+        older_than: std::time::Duration,
+    },
+}
+
+/// `30d`, `12h`, `90m`, or a number of seconds.
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix('d').and_then(|d| d.trim().parse::<u64>().ok()) {
+        Some(days) => Ok(std::time::Duration::from_secs(days * 86_400)),
+        None => smoke::scenario::decode::parse_duration(s),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -361,6 +390,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::History { results, drift, json } => history(&results, drift, json),
+        Command::Cache { action, inventory } => cache(action, inventory.as_deref()),
         Command::Shell { os, inventory } => shell(os.as_deref(), inventory.as_deref()),
         Command::Schema { kind } => {
             let s = match kind {
@@ -537,6 +567,43 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
         }
         anyhow::Ok(status.and_then(|s| s.code()).unwrap_or(0) as u8)
     })
+}
+
+fn cache(action: CacheAction, inventory: Option<&Path>) -> anyhow::Result<u8> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
+    let mut sources = SourceMap::new();
+    let configured = match Inventory::locate(inventory, Some(&root), &mut sources) {
+        Ok(inv) => inv.vlm.and_then(|v| v.cache),
+        Err(d) => {
+            eprintln!("{}", d.render(&sources));
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let Some(path) = configured.or_else(smoke::vlm::config::default_cache) else {
+        eprintln!("smoke: no cache file configured and no HOME to put one in");
+        return Ok(Verdict::Invalid.exit_code() as u8);
+    };
+    match action {
+        CacheAction::Stats => {
+            let s = smoke::vlm::cache::stats(&path);
+            println!("{}: {} entries, {} bytes", s.path, s.entries, s.bytes);
+            for (m, n) in &s.models {
+                println!("  {m}: {n}");
+            }
+            if let (Some(o), Some(n)) = (&s.oldest, &s.newest) {
+                println!("  oldest {o}, newest {n}");
+            }
+        }
+        CacheAction::Clear => println!("removed {} entries from {}", smoke::vlm::cache::clear(&path)?, path.display()),
+        CacheAction::Prune { older_than } => {
+            let cutoff = time::OffsetDateTime::now_utc() - older_than;
+            let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+            let cutoff = cutoff.format(&fmt).context("formatting the cutoff")?;
+            println!("removed {} entries older than {cutoff}", smoke::vlm::cache::prune(&path, &cutoff)?);
+        }
+    }
+    Ok(0)
 }
 
 fn print_matrix(s: &smoke::matrix::exec::MatrixSummary) {

@@ -138,6 +138,9 @@ pub fn clear(path: &Path) -> std::io::Result<usize> {
 
 /// Keep only entries at or after `cutoff` (RFC 3339); returns how many were dropped.
 pub fn prune(path: &Path, cutoff: &str) -> std::io::Result<usize> {
+    if !path.exists() {
+        return Ok(0);
+    }
     let all = read(path);
     let mut latest: HashMap<String, Entry> = HashMap::new();
     for e in all {
