@@ -360,7 +360,15 @@ fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
     s.key = m.get("key").and_then(|n| decode::non_empty(n, "ssh.key", diags)).map(|p| expand_home(&p));
     s.key_passphrase = m.get("key_passphrase").and_then(|n| secret_source(n, "ssh.key_passphrase", diags));
     s.password = m.get("password").and_then(|n| secret_source(n, "ssh.password", diags));
-    s.agent = m.get("agent").and_then(|n| decode::boolean(n, "ssh.agent", diags)).unwrap_or(false);
+    match m.get("agent").map(|n| (n, &n.value)) {
+        None => {}
+        Some((_, Value::Bool(b))) => s.agent = *b,
+        Some((n, Value::Str(_))) => {
+            s.agent = true;
+            s.agent_socket = decode::non_empty(n, "ssh.agent", diags).map(|p| expand_home(&p));
+        }
+        Some((n, _)) => diags.push(Diagnostic::new(&n.span, "ssh.agent must be true, false, or the agent's socket path")),
+    }
     if let Some(n) = m.get("known_hosts") {
         s.known_hosts = decode::list(n, "ssh.known_hosts", true, diags)
             .unwrap_or_default()

@@ -192,9 +192,9 @@ pub fn stop_script(pids: &[u32], grace_ds: u32) -> String {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     let list = list.join(" ");
     format!(
-        "for p in {list}; do kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; done\n\
-         i=0; while [ $i -lt {grace_ds} ]; do left=; for p in {list}; do kill -0 -- -$p 2>/dev/null && left=1; done; [ -z \"$left\" ] && exit 0; sleep 0.1; i=$((i+1)); done\n\
-         for p in {list}; do kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; done; exit 0\n"
+        "for p in {list}; do kill -TERM -$p 2>/dev/null || kill -TERM $p 2>/dev/null; done\n\
+         i=0; while [ $i -lt {grace_ds} ]; do left=; for p in {list}; do kill -0 -$p 2>/dev/null && left=1; done; [ -z \"$left\" ] && exit 0; sleep 0.1; i=$((i+1)); done\n\
+         for p in {list}; do kill -KILL -$p 2>/dev/null; kill -KILL $p 2>/dev/null; done; exit 0\n"
     )
 }
 

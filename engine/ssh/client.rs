@@ -285,9 +285,13 @@ impl SshClient {
             tried.push(format!("key {}", path.display()));
         }
         if s.agent {
-            let mut agent = AgentClient::connect_env().await.map_err(|e| SshError::Agent {
+            let (connected, at) = match &s.agent_socket {
+                Some(p) => (AgentClient::connect_uds(p).await.map(|a| a.dynamic()), p.display().to_string()),
+                None => (AgentClient::connect_env().await.map(|a| a.dynamic()), "$SSH_AUTH_SOCK".to_string()),
+            };
+            let mut agent = connected.map_err(|e| SshError::Agent {
                 what: "agent".into(),
-                reason: format!("the agent at $SSH_AUTH_SOCK cannot be reached: {e}"),
+                reason: format!("the agent at {at} cannot be reached: {e}"),
             })?;
             let ids = agent.request_identities().await.map_err(|e| SshError::Agent {
                 what: "agent".into(),

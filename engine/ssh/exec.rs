@@ -131,9 +131,9 @@ pub fn posix_command(script: &str, env: &[(String, String)]) -> String {
 /// TERM the process group, wait up to 2 s, then KILL it.
 pub fn posix_kill_command(pid: u32) -> String {
     format!(
-        "kill -TERM -- -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; i=0; \
-         while [ $i -lt 20 ] && kill -0 -- -{pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
-         kill -KILL -- -{pid} 2>/dev/null; kill -KILL {pid} 2>/dev/null; true"
+        "kill -TERM -{pid} 2>/dev/null || kill -TERM {pid} 2>/dev/null; i=0; \
+         while [ $i -lt 20 ] && kill -0 -{pid} 2>/dev/null; do sleep 0.1; i=$((i+1)); done; \
+         kill -KILL -{pid} 2>/dev/null; kill -KILL {pid} 2>/dev/null; true"
     )
 }
 

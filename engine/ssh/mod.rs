@@ -38,8 +38,10 @@ pub struct SshSettings {
     /// Passphrase of `key`, when it is encrypted.
     pub key_passphrase: Option<SecretSource>,
     pub password: Option<SecretSource>,
-    /// Try the keys of the agent at `$SSH_AUTH_SOCK`.
+    /// Try the keys of an SSH agent...
     pub agent: bool,
+    /// ...at this socket (default `$SSH_AUTH_SOCK`).
+    pub agent_socket: Option<PathBuf>,
     /// Files to verify the host key against (default `~/.ssh/known_hosts`).
     pub known_hosts: Vec<PathBuf>,
     /// Pinned host keys (`SHA256:...` fingerprints or `ALGO BASE64` keys). When
@@ -70,6 +72,7 @@ impl SshSettings {
             key_passphrase: None,
             password: None,
             agent: false,
+            agent_socket: None,
             known_hosts: default_known_hosts(),
             host_keys: Vec::new(),
             learn_host_key: false,
