@@ -356,7 +356,8 @@ fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
     let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "ssh.host", diags));
     let user = m.required("user", diags).and_then(|n| decode::non_empty(n, "ssh.user", diags));
     let port = m.get("port").map_or(Some(22), |n| decode::integer(n, "ssh.port", 1, 65535, diags));
-    let mut s = SshSettings::new(host.as_deref().unwrap_or(""), port.unwrap_or(22) as u16, user.as_deref().unwrap_or(""));
+    let mut s =
+        SshSettings::new(host.as_deref().unwrap_or(""), port.unwrap_or(22) as u16, user.as_deref().unwrap_or(""));
     s.key = m.get("key").and_then(|n| decode::non_empty(n, "ssh.key", diags)).map(|p| expand_home(&p));
     s.key_passphrase = m.get("key_passphrase").and_then(|n| secret_source(n, "ssh.key_passphrase", diags));
     s.password = m.get("password").and_then(|n| secret_source(n, "ssh.password", diags));
@@ -367,7 +368,9 @@ fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
             s.agent = true;
             s.agent_socket = decode::non_empty(n, "ssh.agent", diags).map(|p| expand_home(&p));
         }
-        Some((n, _)) => diags.push(Diagnostic::new(&n.span, "ssh.agent must be true, false, or the agent's socket path")),
+        Some((n, _)) => {
+            diags.push(Diagnostic::new(&n.span, "ssh.agent must be true, false, or the agent's socket path"))
+        }
     }
     if let Some(n) = m.get("known_hosts") {
         s.known_hosts = decode::list(n, "ssh.known_hosts", true, diags)
@@ -394,7 +397,8 @@ fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
             })
             .collect();
     }
-    s.learn_host_key = m.get("learn_host_key").and_then(|n| decode::boolean(n, "ssh.learn_host_key", diags)).unwrap_or(false);
+    s.learn_host_key =
+        m.get("learn_host_key").and_then(|n| decode::boolean(n, "ssh.learn_host_key", diags)).unwrap_or(false);
     if let Some(d) = m.get("connect_timeout").and_then(|n| decode::duration(n, "ssh.connect_timeout", diags)) {
         s.connect_timeout = d;
     }
@@ -410,12 +414,14 @@ fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
                 .with_help("give `key: ~/.ssh/id_ed25519`, `agent: true`, or `password: {env: VAR}`"),
         );
     }
-    if s.key_passphrase.is_some() && s.key.is_none()
+    if s.key_passphrase.is_some()
+        && s.key.is_none()
         && let Some(e) = m.entry("key_passphrase")
     {
         diags.push(Diagnostic::new(&e.key_span, "key_passphrase needs a key"));
     }
-    if !s.host_keys.is_empty() && s.learn_host_key
+    if !s.host_keys.is_empty()
+        && s.learn_host_key
         && let Some(e) = m.entry("learn_host_key")
     {
         diags.push(Diagnostic::new(&e.key_span, "learn_host_key does not apply when host_key pins the key"));
@@ -436,7 +442,8 @@ fn session_spec(node: &Node, diags: &mut Diagnostics) -> SessionSpec {
                     && e.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !e.key.starts_with(|c: char| c.is_ascii_digit());
                 if !valid {
-                    diags.push(Diagnostic::new(&e.key_span, format!("'{}' is not an environment variable name", e.key)));
+                    diags
+                        .push(Diagnostic::new(&e.key_span, format!("'{}' is not an environment variable name", e.key)));
                     continue;
                 }
                 if let Some(v) = decode::text(&e.value, "session variable", diags) {

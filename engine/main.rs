@@ -302,7 +302,7 @@ fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
                 serde_json::json!({
                     "name": t.name, "backend": t.backend.name(), "family": t.family, "desktop": t.desktop,
                     "default": inv.default.as_deref() == Some(t.name.as_str()),
-                    "capabilities": t.backend.capabilities(),
+                    "capabilities": t.capabilities(),
                     "vars": t.vars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
                 })
             })
@@ -321,7 +321,7 @@ fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
             t.backend.name(),
             t.family,
             t.desktop.as_deref().unwrap_or("-"),
-            t.backend.capabilities().join(", ")
+            t.capabilities().join(", ")
         );
     }
     println!("(* default)");

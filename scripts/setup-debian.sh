@@ -13,6 +13,9 @@ packages=(
   ffmpeg                                      # tests grab screens with x11grab; recording benchmark
   fonts-dejavu-core                           # a monospace TrueType font for xterm
   tesseract-ocr tesseract-ocr-eng             # OCR
+  openssh-server openssh-client               # SSH tests: a private sshd on loopback, ssh-keygen, ssh-agent
+  x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
+  procps                                      # pgrep/pkill for the cleanup routines
 )
 
 missing=()

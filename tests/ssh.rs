@@ -223,11 +223,8 @@ async fn agent_authentication() {
     // an empty agent cannot log in
     let e = SshClient::connect(&s, &SecretStore::default()).await.unwrap_err().to_string();
     assert!(e.contains("tried: agent (0 keys)"), "{e}");
-    let added = std::process::Command::new("ssh-add")
-        .arg(&d.user_key)
-        .env("SSH_AUTH_SOCK", &agent.socket)
-        .output()
-        .unwrap();
+    let added =
+        std::process::Command::new("ssh-add").arg(&d.user_key).env("SSH_AUTH_SOCK", &agent.socket).output().unwrap();
     assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
     let c = SshClient::connect(&s, &SecretStore::default()).await.unwrap();
     assert_eq!(c.exec(&posix("echo via agent", T)).await.unwrap().stdout_text(), "via agent\n");
@@ -258,7 +255,8 @@ async fn host_keys_are_verified() {
     let other = d.dir.path().join("other_key");
     keygen(&other, "");
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
-    let stored = format!("[127.0.0.1]:{} {}\n", d.port, other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
+    let stored =
+        format!("[127.0.0.1]:{} {}\n", d.port, other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" "));
     std::fs::write(&kh, &stored).unwrap();
     s.learn_host_key = true;
     let e = SshClient::connect(&s, &SecretStore::default()).await.unwrap_err();

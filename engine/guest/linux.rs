@@ -149,8 +149,11 @@ pub fn parse_launch_pid(stdout: &str) -> Option<u32> {
 /// Count processes of the SSH user named `name` (kernel name, 15 bytes) and
 /// report on a launched process: `running:N`, then `exit:CODE`, `alive` or `gone`.
 pub fn probe_script(name: &str, launched: Option<(u32, &str)>) -> String {
+    // zombies (ended, not yet reaped) do not count
     let mut s = format!(
-        "n=$(pgrep -c -x -u \"$(id -u)\" -- {} 2>/dev/null); echo \"running:${{n:-0}}\"\n",
+        "n=0; for p in $(pgrep -x -u \"$(id -u)\" -- {} 2>/dev/null); do \
+         case $(sed 's/.*) //' \"/proc/$p/stat\" 2>/dev/null | cut -c1) in Z|X|\"\") ;; *) n=$((n+1));; esac; done; \
+         echo \"running:$n\"\n",
         shquote(&comm_name(name))
     );
     if let Some((pid, status)) = launched {
@@ -238,8 +241,10 @@ mod tests {
 
     #[test]
     fn session_output_is_parsed() {
-        let s = parse_session("leader:gnome-shell:1234\nenv:DISPLAY=:0\nenv:DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus\n")
-            .unwrap();
+        let s = parse_session(
+            "leader:gnome-shell:1234\nenv:DISPLAY=:0\nenv:DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus\n",
+        )
+        .unwrap();
         assert_eq!((s.leader.as_str(), s.pid), ("gnome-shell", 1234));
         assert_eq!(s.env[1], ("DBUS_SESSION_BUS_ADDRESS".into(), "unix:path=/run/user/1000/bus".into()));
         assert!(parse_session("").is_none());
@@ -262,7 +267,9 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(parse_resolved(&out), crate::guest::Resolved::One(format!("{d}/App 1.2/bin/app")));
         std::fs::write(format!("{d}/App 2.0/bin/app"), "").unwrap();
-        assert!(matches!(parse_resolved(&sh(&resolve_script(&format!("{d}/App */bin/app"))).0), crate::guest::Resolved::Several(v) if v.len() == 2));
+        assert!(
+            matches!(parse_resolved(&sh(&resolve_script(&format!("{d}/App */bin/app"))).0), crate::guest::Resolved::Several(v) if v.len() == 2)
+        );
         let (out, _) = sh(&resolve_script(&format!("{d}/Nope*/bin/app")));
         match parse_resolved(&out) {
             crate::guest::Resolved::None { listing, folder } => {

@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn file_placeholder_but_not_shell_variables() {
-        assert_eq!(substitute_file("chmod +x {file} && \"${file}\" {file}", "'/a b'"), "chmod +x '/a b' && \"${file}\" '/a b'");
+        assert_eq!(
+            substitute_file("chmod +x {file} && \"${file}\" {file}", "'/a b'"),
+            "chmod +x '/a b' && \"${file}\" '/a b'"
+        );
         assert!(uses_file("run {file}"));
         assert!(!uses_file("echo ${file}"));
     }

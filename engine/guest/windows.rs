@@ -340,8 +340,14 @@ mod tests {
             "$n = @(Get-Process -Name 'App' -ErrorAction SilentlyContinue).Count\nWrite-Output ('running:' + $n)\n\
              if (Get-Process -Id 42 -ErrorAction SilentlyContinue) { Write-Output 'alive' } else { Write-Output 'gone' }\n"
         );
-        assert_eq!(stop_script(&[7, 9]), "taskkill.exe /T /F /PID 7 2>&1 | Out-Null\ntaskkill.exe /T /F /PID 9 2>&1 | Out-Null\nexit 0\n");
-        assert!(resolve_script("C:\\Users\\me\\Downloads\\Rocket*.exe").starts_with("$p = 'C:\\Users\\me\\Downloads\\Rocket*.exe'\n"));
+        assert_eq!(
+            stop_script(&[7, 9]),
+            "taskkill.exe /T /F /PID 7 2>&1 | Out-Null\ntaskkill.exe /T /F /PID 9 2>&1 | Out-Null\nexit 0\n"
+        );
+        assert!(
+            resolve_script("C:\\Users\\me\\Downloads\\Rocket*.exe")
+                .starts_with("$p = 'C:\\Users\\me\\Downloads\\Rocket*.exe'\n")
+        );
         assert!(upload_script("C:\\t\\a'b.bin").contains("[System.IO.File]::Create('C:\\t\\a''b.bin')"));
         assert!(download_script("C:\\log.txt").contains("[System.IO.File]::OpenRead('C:\\log.txt')"));
     }

@@ -92,8 +92,7 @@ fn judge(s: &SshSettings, key: &PublicKey) -> Verdict {
             Verdict::Revoked { offered: key.clone(), file: file.display().to_string(), line }
         }
         HostKeyStatus::Changed { stored } => {
-            let lines: Vec<String> =
-                stored.iter().map(|(f, l, k)| format!("{}:{l} holds {k}", f.display())).collect();
+            let lines: Vec<String> = stored.iter().map(|(f, l, k)| format!("{}:{l} holds {k}", f.display())).collect();
             Verdict::Changed { offered: key.clone(), stored: lines.join("; ") }
         }
         HostKeyStatus::Unknown if s.learn_host_key => {
@@ -134,7 +133,11 @@ impl SshClient {
     /// Connect, retrying while the target comes up (closed port, a server
     /// that hangs up during start-up) until `budget` runs out. Host key and
     /// authentication problems fail at once.
-    pub async fn wait_for(settings: &SshSettings, secrets: &SecretStore, budget: Duration) -> Result<SshClient, SshError> {
+    pub async fn wait_for(
+        settings: &SshSettings,
+        secrets: &SecretStore,
+        budget: Duration,
+    ) -> Result<SshClient, SshError> {
         let start = Instant::now();
         let mut attempts = 0u32;
         loop {
@@ -151,10 +154,7 @@ impl SshClient {
                 }
                 Err(e) if e.is_transient() => {
                     return Err(SshError::Timeout {
-                        what: format!(
-                            "waiting for SSH on {} ({attempts} attempts; last: {e})",
-                            settings.describe()
-                        ),
+                        what: format!("waiting for SSH on {} ({attempts} attempts; last: {e})", settings.describe()),
                         after: start.elapsed(),
                     });
                 }
@@ -191,7 +191,10 @@ impl SshClient {
         let connecting = client::connect(config, (s.host.as_str(), s.port), handler);
         let mut handle = match tokio::time::timeout(s.connect_timeout, connecting).await {
             Err(_) => {
-                return Err(SshError::Timeout { what: format!("connecting to {}", s.describe()), after: s.connect_timeout });
+                return Err(SshError::Timeout {
+                    what: format!("connecting to {}", s.describe()),
+                    after: s.connect_timeout,
+                });
             }
             Ok(Err(e)) => {
                 let v = verdict.lock().ok().and_then(|mut v| v.take());
@@ -229,12 +232,9 @@ impl SshClient {
                     first_file: files.first().cloned().unwrap_or_else(|| "~/.ssh/known_hosts".into()),
                 }
             }
-            Some(Verdict::Changed { offered, stored }) => SshError::HostKeyChanged {
-                name: host.clone(),
-                host,
-                offered: describe_key(&offered),
-                stored,
-            },
+            Some(Verdict::Changed { offered, stored }) => {
+                SshError::HostKeyChanged { name: host.clone(), host, offered: describe_key(&offered), stored }
+            }
             Some(Verdict::Revoked { offered, file, line }) => {
                 SshError::HostKeyRevoked { host, offered: describe_key(&offered), file, line }
             }
@@ -412,10 +412,7 @@ impl SshClient {
         if result.exit_code.is_none() && result.signal.is_none() && !result.timed_out {
             // the channel closed without an exit status: the connection went away
             if self.conn.lock().await.as_ref().is_none_or(|h| h.is_closed()) {
-                return Err(SshError::Dropped {
-                    host: self.host(),
-                    message: format!("while running '{}'", req.what),
-                });
+                return Err(SshError::Dropped { host: self.host(), message: format!("while running '{}'", req.what) });
             }
         }
         result.pid = err.pid;

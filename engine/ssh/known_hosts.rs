@@ -33,7 +33,10 @@ pub struct Entry {
 enum Hosts {
     Patterns(Vec<String>),
     /// `|1|salt|hash`: HMAC-SHA1 of the host name keyed with the salt.
-    Hashed { salt: Vec<u8>, hash: Vec<u8> },
+    Hashed {
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
 }
 
 /// What the known_hosts files say about a server's key.

@@ -38,7 +38,14 @@ pub fn ensure_user() {
             return Err("the SSH tests run as root: they create the test user 'smoke-ssh' and start sshd".into());
         }
         if run(Command::new("id").arg(USER)).is_err() {
-            run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", "--comment", "smoke SSH tests", USER]))?;
+            run(Command::new("useradd").args([
+                "--create-home",
+                "--shell",
+                "/bin/sh",
+                "--comment",
+                "smoke SSH tests",
+                USER,
+            ]))?;
         }
         run(Command::new("usermod").args(["-p", "*", USER]))?;
         std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
