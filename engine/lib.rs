@@ -6,6 +6,7 @@
 //! ([`results`], [`recorder`]). See docs/ARCHITECTURE.md.
 pub mod backend;
 pub mod console;
+pub mod doctor;
 pub mod events;
 pub mod frame;
 pub mod geometry;

@@ -79,6 +79,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that a target is ready: SSH, VNC, desktop session, tools, free space, leftovers.
+    ///
+    /// Prints one row per check; exits 1 when a check fails, 2 for a bad inventory.
+    Doctor {
+        /// Target OS from the inventory (default: the inventory's default).
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// An app process that must not be running (repeatable).
+        #[arg(long = "process", value_name = "NAME")]
+        processes: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of scenario or routine files (for editors).
     Schema {
         #[arg(value_enum, default_value = "scenario")]
@@ -164,6 +180,9 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan)
         }
         Command::Targets { inventory, json } => targets(inventory.as_deref(), json),
+        Command::Doctor { os, inventory, processes, json } => {
+            doctor(os.as_deref(), inventory.as_deref(), processes, json)
+        }
         Command::Schema { kind } => {
             let s = match kind {
                 SchemaKind::Scenario => schema::scenario(),
@@ -281,6 +300,56 @@ fn validate(
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+fn doctor(os: Option<&str>, inventory: Option<&Path>, processes: Vec<String>, json: bool) -> anyhow::Result<u8> {
+    let mut sources = SourceMap::new();
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let project = Project::find_from(&cwd);
+    let inv = match Inventory::locate(inventory, project.as_ref().map(|p| p.root.as_path()), &mut sources) {
+        Ok(i) => i,
+        Err(d) => {
+            eprintln!("{}", d.render(&sources));
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let target = match inv.target(os) {
+        Ok(t) => t.clone(),
+        Err(m) => {
+            eprintln!("smoke: {m}");
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let logs = tempfile::Builder::new().prefix("smoke-doctor-").tempdir().context("creating a log folder")?;
+    let ctx = smoke::backend::StartContext {
+        logs: logs.path().to_path_buf(),
+        cwd: cwd.clone(),
+        secrets: SecretStore::new(target.secrets.clone()),
+    };
+    let opts = smoke::doctor::DoctorOptions { processes, ..Default::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rows = rt.block_on(smoke::doctor::check(&target, &ctx, &opts));
+    let failed = rows.iter().any(|r| r.status == smoke::doctor::Status::Fail);
+    let redactor = ctx.secrets.redactor();
+    if json {
+        let mut v = serde_json::json!({"target": target.name, "inventory": inv.source, "ok": !failed, "checks": rows});
+        redactor.redact_json(&mut v);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "doctor: target {} ({}, {}{}) from {}",
+            target.name,
+            target.backend.name(),
+            target.family,
+            target.desktop.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
+            inv.source
+        );
+        for r in &rows {
+            println!("{:<16} {:<5} {}", r.check, r.status.word(), redactor.redact(&r.detail));
+        }
+        println!("{}", if failed { "not ready: fix the FAIL rows" } else { "ready" });
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {

@@ -33,6 +33,7 @@ fn project(sshd: &Sshd) -> tempfile::TempDir {
 /// A folder under /tmp the test user can read, with `Term-<version>/bin/smoke-term` (xterm) per version.
 fn apps(tok: &str, versions: &[&str]) -> PathBuf {
     let dir = PathBuf::from(format!("/tmp/{tok}"));
+    std::fs::create_dir_all(&dir).unwrap();
     for v in versions {
         let bin = dir.join(format!("Term-{v}/bin"));
         std::fs::create_dir_all(&bin).unwrap();
@@ -233,4 +234,134 @@ cleanup:
     assert!(statuses(&records).iter().any(|(_, s)| s == "passed"), "cleanup ran");
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(logs.parent().unwrap()).unwrap();
+}
+
+/// An Xvnc without a window manager, standing in for a VM's screen.
+struct Screen {
+    child: std::process::Child,
+    display: u32,
+    port: u16,
+}
+
+impl Screen {
+    fn start() -> Screen {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let display = 200 + (port % 700) as u32;
+        let child = std::process::Command::new("Xvnc")
+            .arg(format!(":{display}"))
+            .args(["-rfbport", &port.to_string(), "-localhost", "-SecurityTypes", "None", "-nolisten", "tcp"])
+            .args(["-geometry", "1024x600", "-depth", "24", "-AlwaysShared"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = Screen { child, display, port };
+        assert!(ssh_support::eventually(std::time::Duration::from_secs(10), || {
+            std::path::Path::new(&format!("/tmp/.X11-unix/X{display}")).exists()
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
+        s
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn doctor_and_launches_find_the_session_of_a_vnc_target() {
+    let _desktop = lock();
+    let sshd = Sshd::start();
+    let screen = Screen::start();
+    let tok = token("smoke-session");
+    let dir = apps(&tok, &[]);
+    std::fs::copy("/bin/sleep", dir.join("xfce4-session")).unwrap();
+    // a session leader of the test user, with the session's variables
+    let leader = std::process::Command::new("su")
+        .args(["-s", "/bin/sh", USER, "-c"])
+        .arg(format!(
+            "cd {d} && exec env DISPLAY=:{n} DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent-{tok} XDG_RUNTIME_DIR={d} ./xfce4-session 600",
+            d = dir.display(),
+            n = screen.display
+        ))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("pkill").args(["-x", "-u", USER, "xfce4-session"]).status();
+            let _ = self.0.wait();
+        }
+    }
+    let _leader = Kill(leader);
+    assert!(ssh_support::eventually(std::time::Duration::from_secs(5), || !user_processes("xfce4-session").is_empty()));
+
+    let p = project_copy();
+    std::fs::write(
+        p.path().join("inventory.yaml"),
+        format!(
+            "targets:\n  vm:\n    backend: vnc\n    family: linux\n    desktop: xfce\n    vnc: {{host: 127.0.0.1, port: {}}}\n    session: auto\n    ssh:\n      host: {}\n      port: {}\n      user: {USER}\n      key: {}\n      known_hosts: {}\n",
+            screen.port,
+            sshd.host,
+            sshd.port,
+            sshd.user_key.display(),
+            sshd.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let doctor = |extra: &[&str]| {
+        let out = smoke().current_dir(p.path()).args(["doctor", "--os", "vm"]).args(extra).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let (code, out) = doctor(&["--process", "smoke-term"]);
+    assert_eq!(code, Some(0), "{out}");
+    let line = |name: &str| out.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(line("ssh").contains("ok") && line("ssh").contains("SHA256:"), "{out}");
+    assert!(line("vnc").contains("ok") && line("vnc").contains("1024x600"), "{out}");
+    let session = line("desktop session");
+    assert!(
+        session.contains("read from the session leader")
+            && session.contains(&format!("DISPLAY=:{}", screen.display))
+            && session.contains(&format!("DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent-{tok}")),
+        "{out}"
+    );
+    assert!(line("stray processes").contains("none of smoke-term runs"), "{out}");
+    assert!(line("vlm").contains("not configured"), "{out}");
+    // a leftover app process fails the doctor
+    let (code, out) = doctor(&["--process", "xfce4-session"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("stray processes") && l.contains("FAIL") && l.contains("xfce4-session: 1 running")),
+        "{out}"
+    );
+
+    // a run on that target: shell steps and launches get the session's variables
+    std::fs::write(
+        p.path().join("scenarios/session.yaml"),
+        format!(
+            r#"steps:
+  - shell: '[ "$DBUS_SESSION_BUS_ADDRESS" = unix:path=/nonexistent-{tok} ] && [ "$DISPLAY" = :{n} ]'
+  - launch:
+      command: [xterm, -fa, Monospace, -fs, "14", -geometry, 50x5+20+20, -e, sh, -c, 'echo SESSIONFOUND; sleep 600']
+      until: {{ocr: SESSIONFOUND}}
+cleanup:
+  - routine: stop_app
+    with: {{process: xterm}}
+"#,
+            n = screen.display
+        ),
+    )
+    .unwrap();
+    let results = tempfile::tempdir().unwrap();
+    let (out, run) = run(p.path(), "scenarios/session.yaml", results.path(), &["--os", "vm"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(run.is_some());
+    assert!(user_processes("xterm").is_empty());
+    drop(_leader);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

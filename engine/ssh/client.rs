@@ -28,6 +28,8 @@ pub struct SshClient {
     conn: tokio::sync::Mutex<Option<Arc<Handle<Verifier>>>>,
     /// How many times a connection was (re-)established.
     connects: Mutex<u32>,
+    /// The server's key and why it was trusted (last connection).
+    host_key: Mutex<String>,
 }
 
 impl std::fmt::Debug for SshClient {
@@ -39,12 +41,25 @@ impl std::fmt::Debug for SshClient {
 /// What the host key check decided (recorded by the handler, read after the handshake).
 #[derive(Debug, Clone)]
 enum Verdict {
-    Accepted,
-    Unknown { offered: PublicKey },
-    Changed { offered: PublicKey, stored: String },
-    Revoked { offered: PublicKey, file: String, line: usize },
+    /// How the key was trusted ("known_hosts FILE:LINE", "pinned", "learned").
+    Accepted(String),
+    Unknown {
+        offered: PublicKey,
+    },
+    Changed {
+        offered: PublicKey,
+        stored: String,
+    },
+    Revoked {
+        offered: PublicKey,
+        file: String,
+        line: usize,
+    },
     Certificate,
-    LearnFailed { file: String, error: String },
+    LearnFailed {
+        file: String,
+        error: String,
+    },
 }
 
 /// russh handler that verifies the server's host key.
@@ -61,7 +76,7 @@ impl client::Handler for Verifier {
             PublicKeyOrCertificate::PublicKey { key, .. } => judge(&self.settings, key),
             PublicKeyOrCertificate::Certificate(_) => Verdict::Certificate,
         };
-        let ok = matches!(verdict, Verdict::Accepted);
+        let ok = matches!(verdict, Verdict::Accepted(_));
         if let Ok(mut v) = self.verdict.lock() {
             *v = Some(verdict);
         }
@@ -76,7 +91,7 @@ fn describe_key(key: &PublicKey) -> String {
 fn judge(s: &SshSettings, key: &PublicKey) -> Verdict {
     if !s.host_keys.is_empty() {
         if s.host_keys.iter().any(|p| known_hosts::pin_matches(p, key)) {
-            return Verdict::Accepted;
+            return Verdict::Accepted(format!("{}, pinned in the inventory", describe_key(key)));
         }
         return Verdict::Changed {
             offered: key.clone(),
@@ -86,7 +101,7 @@ fn judge(s: &SshSettings, key: &PublicKey) -> Verdict {
     match known_hosts::check_files(&s.known_hosts, &s.host, s.port, key) {
         HostKeyStatus::Known { file, line } => {
             tracing::debug!(file = %file.display(), line, "host key found in known_hosts");
-            Verdict::Accepted
+            Verdict::Accepted(format!("{}, {}:{line}", describe_key(key), file.display()))
         }
         HostKeyStatus::Revoked { file, line } => {
             Verdict::Revoked { offered: key.clone(), file: file.display().to_string(), line }
@@ -107,7 +122,7 @@ fn judge(s: &SshSettings, key: &PublicKey) -> Verdict {
                         file = %file.display(),
                         "learned a new host key (learn_host_key: true)"
                     );
-                    Verdict::Accepted
+                    Verdict::Accepted(format!("{}, learned into {}", describe_key(key), file.display()))
                 }
                 Err(e) => Verdict::LearnFailed { file: file.display().to_string(), error: e.to_string() },
             }
@@ -124,6 +139,7 @@ impl SshClient {
             secrets: secrets.clone(),
             conn: tokio::sync::Mutex::new(None),
             connects: Mutex::new(0),
+            host_key: Mutex::new(String::new()),
         };
         let h = c.open().await?;
         *c.conn.lock().await = Some(Arc::new(h));
@@ -165,6 +181,12 @@ impl SshClient {
 
     pub fn settings(&self) -> &SshSettings {
         &self.settings
+    }
+
+    /// The server's host key and why it was trusted, e.g.
+    /// `ssh-ed25519 SHA256:..., /home/me/.ssh/known_hosts:3`.
+    pub fn host_key(&self) -> String {
+        self.host_key.lock().map(|k| k.clone()).unwrap_or_default()
     }
 
     /// How many connections were made so far (1 + reconnects).
@@ -212,6 +234,11 @@ impl SshClient {
         if let Ok(mut n) = self.connects.lock() {
             *n += 1;
         }
+        if let (Ok(mut k), Some(Verdict::Accepted(how))) =
+            (self.host_key.lock(), verdict.lock().ok().and_then(|v| v.clone()))
+        {
+            *k = how;
+        }
         tracing::debug!(target = %s.describe(), "SSH connected");
         Ok(handle)
     }
@@ -242,7 +269,7 @@ impl SshClient {
             Some(Verdict::LearnFailed { file, error }) => {
                 SshError::Learn { host, file, source: std::io::Error::other(error) }
             }
-            Some(Verdict::Accepted) | None => match e {
+            Some(Verdict::Accepted(_)) | None => match e {
                 russh::Error::IO(io) => SshError::Connect { addr: format!("{}:{}", s.host, s.port), source: io },
                 other => SshError::Protocol { host, message: other.to_string() },
             },
