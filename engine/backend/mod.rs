@@ -39,11 +39,17 @@ pub enum BackendError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
-    Ssh(#[from] crate::ssh::SshError),
+    Ssh(Box<crate::ssh::SshError>),
     #[error("{what}: {detail}")]
     Command { what: String, detail: String },
     #[error("{0}")]
     Session(String),
+}
+
+impl From<crate::ssh::SshError> for BackendError {
+    fn from(e: crate::ssh::SshError) -> Self {
+        BackendError::Ssh(Box::new(e))
+    }
 }
 
 /// How to reach a machine's screen.

@@ -330,7 +330,10 @@ mod tests {
         learn(&f, "vm1", 22, &key(K2)).unwrap();
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(text.starts_with("[127.0.0.1]:2222 ssh-ed25519 AAAA"), "{text}");
-        assert!(matches!(check_files(&[f.clone()], "vm1", 22, &key(K2)), HostKeyStatus::Known { line: 2, .. }));
+        assert!(matches!(
+            check_files(std::slice::from_ref(&f), "vm1", 22, &key(K2)),
+            HostKeyStatus::Known { line: 2, .. }
+        ));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
     }

@@ -89,17 +89,11 @@ fn getrandom_fill(buf: &mut [u8]) {
 }
 
 /// Options of a test sshd.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SshdOptions {
     pub password_auth: bool,
     /// Reuse this host key (private key file) instead of generating one.
     pub host_key: Option<PathBuf>,
-}
-
-impl Default for SshdOptions {
-    fn default() -> Self {
-        SshdOptions { password_auth: false, host_key: None }
-    }
 }
 
 /// A running sshd.
