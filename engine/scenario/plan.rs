@@ -131,6 +131,9 @@ impl Plan {
             let phase = if s.cleanup { "cleanup " } else { "" };
             out.push_str(&format!("{:>3}. {phase}{}{via}  ({})\n", s.number, s.label, s.step.span));
         }
+        for s in &self.forensics {
+            out.push_str(&format!("     forensics {}  ({})\n", s.label, s.step.span));
+        }
         out
     }
 }
