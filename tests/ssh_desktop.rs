@@ -90,7 +90,7 @@ steps:
       cd {d}
       setsid ./smoke-long-process-name-{tok} 600 </dev/null >/dev/null 2>&1 &
       setsid ./smoke-long-prox-{tok} 600 </dev/null >/dev/null 2>&1 &
-      setsid sh -c 'sleep 600; : smoke-long-process-name-{tok}' </dev/null >/dev/null 2>&1 &
+      setsid sh -c 'while :; do sleep 1; done; : smoke-long-process-name-{tok}' </dev/null >/dev/null 2>&1 &
       sleep 0.3
   - launch:
       command: ["{{file}}", -fa, Monospace, -fs, "14", -geometry, 60x8+40+40, -e, sh, -c, 'echo OVER-SSH-$(id -un | tr a-z A-Z); sleep 600']
