@@ -114,6 +114,15 @@ impl EventSink for Console {
                 }
                 self.line(s);
             }
+            Event::Forensics { item, path, bytes, error, .. } if v > Verbosity::Quiet => {
+                let what = match (path, error) {
+                    (Some(p), None) => format!("{p} ({bytes} bytes)"),
+                    (Some(p), Some(e)) => format!("{p} ({bytes} bytes; {e})"),
+                    (None, Some(e)) => format!("not collected: {e}"),
+                    (None, None) => "nothing".to_string(),
+                };
+                self.line(format!("  evidence: {item} -> {what}"));
+            }
             Event::Warning { message } if v > Verbosity::Quiet => self.line(format!("  note: {message}")),
             Event::RunFinished { verdict, passed, failed, errors, skipped, duration_ms, reason, .. } => {
                 self.bar.finish_and_clear();

@@ -105,6 +105,15 @@ pub enum Event {
         duration_ms: u64,
         stdout: String,
         stderr: String,
+        /// Where it ran: `local` or `ssh user@host:port`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+        /// The file `{file}` was resolved to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        /// Where the output was saved (`save:`), relative to the results.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        saved: Option<String>,
     },
     Launch {
         step: usize,
@@ -112,6 +121,25 @@ pub enum Event {
         process: String,
         pid: u32,
         log: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+    },
+    /// One piece of evidence collected from the target after a failure.
+    Forensics {
+        /// What was collected (the forensics step's label).
+        item: String,
+        /// The saved file, relative to the results.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        bytes: u64,
+        /// Earlier output was dropped to keep the size cap.
+        truncated: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        /// Why it could not be collected (never fails the run).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     Check {
         step: usize,

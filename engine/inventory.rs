@@ -29,6 +29,7 @@ use crate::scenario::node::{Node, Value};
 use crate::scenario::source::{SourceMap, Span};
 use crate::scenario::yaml;
 use crate::secrets::SecretSource;
+use crate::ssh::SshSettings;
 
 /// The inventory shipped with smoke, used when a project has none.
 pub const EMBEDDED: &str = include_str!("../inventory.yaml");
@@ -53,7 +54,37 @@ pub struct Target {
     /// Variables for scenarios on this target (override scenario `vars:`).
     pub vars: Vec<(String, Node)>,
     pub secrets: BTreeMap<String, SecretSource>,
+    /// SSH access: `shell` and `launch` steps run over it (any backend).
+    pub ssh: Option<SshSettings>,
+    /// How a launched app finds the desktop session (SSH targets).
+    pub session: SessionSpec,
     pub span: Span,
+}
+
+impl Target {
+    /// What this target can do, for `smoke targets` and plan validation.
+    pub fn capabilities(&self) -> Vec<&'static str> {
+        let mut caps = self.backend.capabilities();
+        if self.ssh.is_some() {
+            for c in ["shell", "launch", "process-probe", "ssh"] {
+                if !caps.contains(&c) {
+                    caps.push(c);
+                }
+            }
+        }
+        caps
+    }
+}
+
+/// How apps launched over SSH find the user's desktop session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionSpec {
+    /// Read the environment of the first known session leader (gnome-shell, plasmashell, ...).
+    Auto,
+    /// Look for these session leaders, in order.
+    Leaders(Vec<String>),
+    /// Use exactly these variables.
+    Env(Vec<(String, String)>),
 }
 
 /// How the target is reached.
@@ -102,8 +133,36 @@ pub struct VncServer {
 }
 
 pub const TOP_KEYS: &[&str] = &["default", "targets", "vlm"];
-pub const TARGET_KEYS: &[&str] =
-    &["backend", "family", "desktop", "vars", "secrets", "screen", "depth", "window_manager", "home", "xvnc", "vnc"];
+pub const TARGET_KEYS: &[&str] = &[
+    "backend",
+    "family",
+    "desktop",
+    "vars",
+    "secrets",
+    "screen",
+    "depth",
+    "window_manager",
+    "home",
+    "xvnc",
+    "vnc",
+    "ssh",
+    "session",
+];
+pub const SSH_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "key",
+    "key_passphrase",
+    "password",
+    "agent",
+    "known_hosts",
+    "host_key",
+    "learn_host_key",
+    "connect_timeout",
+    "wait",
+    "keepalive",
+];
 pub const BACKENDS: &[&str] = &["local-desktop", "vnc"];
 pub const FAMILIES: &[&str] = &["linux", "windows", "macos", "other"];
 
@@ -261,10 +320,25 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
             ));
         }
     }
+    let ssh = m.get("ssh").and_then(|n| ssh_settings(n, diags));
+    let session = match m.get("session") {
+        None => SessionSpec::Auto,
+        Some(n) => session_spec(n, diags),
+    };
     if diags.len() > before {
         return None;
     }
-    Some(Target { name: name.to_string(), family, desktop, backend: backend?, vars, secrets, span: node.span.clone() })
+    Some(Target {
+        name: name.to_string(),
+        family,
+        desktop,
+        backend: backend?,
+        vars,
+        secrets,
+        ssh,
+        session,
+        span: node.span.clone(),
+    })
 }
 
 fn secret_source(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<SecretSource> {
@@ -275,6 +349,118 @@ fn secret_source(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Sec
         _ => {
             diags.push(Diagnostic::new(&node.span, format!("{what} needs exactly one of 'env' or 'file'")));
             None
+        }
+    }
+}
+
+fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
+    let m = MapReader::new(node, "ssh", SSH_KEYS, diags)?;
+    let before = diags.len();
+    let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "ssh.host", diags));
+    let user = m.required("user", diags).and_then(|n| decode::non_empty(n, "ssh.user", diags));
+    let port = m.get("port").map_or(Some(22), |n| decode::integer(n, "ssh.port", 1, 65535, diags));
+    let mut s =
+        SshSettings::new(host.as_deref().unwrap_or(""), port.unwrap_or(22) as u16, user.as_deref().unwrap_or(""));
+    s.key = m.get("key").and_then(|n| decode::non_empty(n, "ssh.key", diags)).map(|p| expand_home(&p));
+    s.key_passphrase = m.get("key_passphrase").and_then(|n| secret_source(n, "ssh.key_passphrase", diags));
+    s.password = m.get("password").and_then(|n| secret_source(n, "ssh.password", diags));
+    match m.get("agent").map(|n| (n, &n.value)) {
+        None => {}
+        Some((_, Value::Bool(b))) => s.agent = *b,
+        Some((n, Value::Str(_))) => {
+            s.agent = true;
+            s.agent_socket = decode::non_empty(n, "ssh.agent", diags).map(|p| expand_home(&p));
+        }
+        Some((n, _)) => {
+            diags.push(Diagnostic::new(&n.span, "ssh.agent must be true, false, or the agent's socket path"))
+        }
+    }
+    if let Some(n) = m.get("known_hosts") {
+        s.known_hosts = decode::list(n, "ssh.known_hosts", true, diags)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| decode::non_empty(i, "known_hosts file", diags))
+            .map(|p| expand_home(&p))
+            .collect();
+    }
+    if let Some(n) = m.get("host_key") {
+        s.host_keys = decode::list(n, "ssh.host_key", true, diags)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| {
+                let v = decode::non_empty(i, "host key", diags)?;
+                let parsed = v.starts_with("SHA256:") || crate::ssh::known_hosts::pin_is_key(&v);
+                if !parsed {
+                    diags.push(
+                        Diagnostic::new(&i.span, format!("'{v}' is not a host key fingerprint"))
+                            .with_help("give SHA256:... as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints it, or the public key line"),
+                    );
+                }
+                Some(v)
+            })
+            .collect();
+    }
+    s.learn_host_key =
+        m.get("learn_host_key").and_then(|n| decode::boolean(n, "ssh.learn_host_key", diags)).unwrap_or(false);
+    if let Some(d) = m.get("connect_timeout").and_then(|n| decode::duration(n, "ssh.connect_timeout", diags)) {
+        s.connect_timeout = d;
+    }
+    if let Some(d) = m.get("wait").and_then(|n| decode::duration(n, "ssh.wait", diags)) {
+        s.wait = d;
+    }
+    if let Some(d) = m.get("keepalive").and_then(|n| decode::duration(n, "ssh.keepalive", diags)) {
+        s.keepalive = d;
+    }
+    if s.key.is_none() && s.password.is_none() && !s.agent {
+        diags.push(
+            Diagnostic::new(&node.span, "ssh needs a way to log in")
+                .with_help("give `key: ~/.ssh/id_ed25519`, `agent: true`, or `password: {env: VAR}`"),
+        );
+    }
+    if s.key_passphrase.is_some()
+        && s.key.is_none()
+        && let Some(e) = m.entry("key_passphrase")
+    {
+        diags.push(Diagnostic::new(&e.key_span, "key_passphrase needs a key"));
+    }
+    if !s.host_keys.is_empty()
+        && s.learn_host_key
+        && let Some(e) = m.entry("learn_host_key")
+    {
+        diags.push(Diagnostic::new(&e.key_span, "learn_host_key does not apply when host_key pins the key"));
+    }
+    (diags.len() == before && host.is_some() && user.is_some()).then_some(s)
+}
+
+fn session_spec(node: &Node, diags: &mut Diagnostics) -> SessionSpec {
+    match &node.value {
+        Value::Str(s) if s == "auto" => SessionSpec::Auto,
+        Value::Seq(items) => {
+            SessionSpec::Leaders(items.iter().filter_map(|i| decode::non_empty(i, "session leader", diags)).collect())
+        }
+        Value::Map(entries) => {
+            let mut env = Vec::new();
+            for e in entries {
+                let valid = !e.key.is_empty()
+                    && e.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !e.key.starts_with(|c: char| c.is_ascii_digit());
+                if !valid {
+                    diags
+                        .push(Diagnostic::new(&e.key_span, format!("'{}' is not an environment variable name", e.key)));
+                    continue;
+                }
+                if let Some(v) = decode::text(&e.value, "session variable", diags) {
+                    env.push((e.key.clone(), v));
+                }
+            }
+            SessionSpec::Env(env)
+        }
+        _ => {
+            diags.push(
+                Diagnostic::new(&node.span, "session must be auto, a list of session leaders, or a map of variables")
+                    .with_help("e.g. `session: [gnome-shell]` or `session: {DISPLAY: \":0\"}`"),
+            );
+            SessionSpec::Auto
         }
     }
 }

@@ -6,9 +6,11 @@
 //! ([`results`], [`recorder`]). See docs/ARCHITECTURE.md.
 pub mod backend;
 pub mod console;
+pub mod doctor;
 pub mod events;
 pub mod frame;
 pub mod geometry;
+pub mod guest;
 pub mod history;
 pub mod http;
 pub mod input;
@@ -24,5 +26,6 @@ pub mod run;
 pub mod runner;
 pub mod scenario;
 pub mod secrets;
+pub mod ssh;
 pub mod vision;
 pub mod vlm;

@@ -156,6 +156,22 @@ enum Command {
         #[arg(long, global = true)]
         inventory: Option<PathBuf>,
     },
+    /// Check that a target is ready: SSH, VNC, desktop session, tools, free space, leftovers.
+    ///
+    /// Prints one row per check; exits 1 when a check fails, 2 for a bad inventory.
+    Doctor {
+        /// Target OS from the inventory (default: the inventory's default).
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// An app process that must not be running (repeatable).
+        #[arg(long = "process", value_name = "NAME")]
+        processes: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of scenario or routine files (for editors).
     Schema {
         #[arg(value_enum, default_value = "scenario")]
@@ -392,6 +408,9 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
         Command::History { results, drift, json } => history(&results, drift, json),
         Command::Cache { action, inventory } => cache(action, inventory.as_deref()),
         Command::Shell { os, inventory } => shell(os.as_deref(), inventory.as_deref()),
+        Command::Doctor { os, inventory, processes, json } => {
+            doctor(os.as_deref(), inventory.as_deref(), processes, json)
+        }
         Command::Schema { kind } => {
             let s = match kind {
                 SchemaKind::Scenario => schema::scenario(),
@@ -540,8 +559,9 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
         for line in machine.access_info() {
             eprintln!("  {line}");
         }
+        let ssh = target.ssh.clone();
         let status = match machine.commands() {
-            Some(c) => {
+            Some(smoke::backend::commands::Commands::Local(c)) => {
                 let (set, removed, dir) = c.environment();
                 let shell = std::env::var("SHELL").unwrap_or_else(|_| "sh".into());
                 eprintln!("smoke: opening {shell} in the target's environment; exit it to tear the target down");
@@ -552,7 +572,24 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
                 cmd.envs(set.iter().map(|(k, v)| (k, v))).current_dir(dir);
                 tokio::task::spawn_blocking(move || cmd.status()).await.ok().and_then(|r| r.ok())
             }
-            None => {
+            Some(smoke::backend::commands::Commands::Ssh(_)) if ssh.is_some() => {
+                let s = ssh.unwrap_or_else(|| unreachable!());
+                let mut cmd = std::process::Command::new("ssh");
+                cmd.args(["-p", &s.port.to_string(), "-o", "StrictHostKeyChecking=yes"]);
+                if let Some(k) = &s.key {
+                    cmd.arg("-i").arg(k);
+                }
+                for kh in &s.known_hosts {
+                    cmd.arg("-o").arg(format!("UserKnownHostsFile={}", kh.display()));
+                }
+                cmd.arg(format!("{}@{}", s.user, s.host));
+                eprintln!(
+                    "smoke: opening an SSH shell on the target ({}@{}:{}); exit it to tear the target down",
+                    s.user, s.host, s.port
+                );
+                tokio::task::spawn_blocking(move || cmd.status()).await.ok().and_then(|r| r.ok())
+            }
+            _ => {
                 eprintln!("smoke: this target runs no commands; press Enter to tear it down");
                 let _ = tokio::task::spawn_blocking(|| {
                     let mut l = String::new();
@@ -598,7 +635,9 @@ fn cache(action: CacheAction, inventory: Option<&Path>) -> anyhow::Result<u8> {
         CacheAction::Clear => println!("removed {} entries from {}", smoke::vlm::cache::clear(&path)?, path.display()),
         CacheAction::Prune { older_than } => {
             let cutoff = time::OffsetDateTime::now_utc() - older_than;
-            let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
             let cutoff = cutoff.format(&fmt).context("formatting the cutoff")?;
             println!("removed {} entries older than {cutoff}", smoke::vlm::cache::prune(&path, &cutoff)?);
         }
@@ -674,6 +713,56 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+fn doctor(os: Option<&str>, inventory: Option<&Path>, processes: Vec<String>, json: bool) -> anyhow::Result<u8> {
+    let mut sources = SourceMap::new();
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let project = Project::find_from(&cwd);
+    let inv = match Inventory::locate(inventory, project.as_ref().map(|p| p.root.as_path()), &mut sources) {
+        Ok(i) => i,
+        Err(d) => {
+            eprintln!("{}", d.render(&sources));
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let target = match inv.target(os) {
+        Ok(t) => t.clone(),
+        Err(m) => {
+            eprintln!("smoke: {m}");
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let logs = tempfile::Builder::new().prefix("smoke-doctor-").tempdir().context("creating a log folder")?;
+    let ctx = smoke::backend::StartContext {
+        logs: logs.path().to_path_buf(),
+        cwd: cwd.clone(),
+        secrets: SecretStore::new(target.secrets.clone()),
+    };
+    let opts = smoke::doctor::DoctorOptions { processes, ..Default::default() };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let rows = rt.block_on(smoke::doctor::check(&target, &ctx, &opts));
+    let failed = rows.iter().any(|r| r.status == smoke::doctor::Status::Fail);
+    let redactor = ctx.secrets.redactor();
+    if json {
+        let mut v = serde_json::json!({"target": target.name, "inventory": inv.source, "ok": !failed, "checks": rows});
+        redactor.redact_json(&mut v);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "doctor: target {} ({}, {}{}) from {}",
+            target.name,
+            target.backend.name(),
+            target.family,
+            target.desktop.as_deref().map(|d| format!(", {d}")).unwrap_or_default(),
+            inv.source
+        );
+        for r in &rows {
+            println!("{:<16} {:<5} {}", r.check, r.status.word(), redactor.redact(&r.detail));
+        }
+        println!("{}", if failed { "not ready: fix the FAIL rows" } else { "ready" });
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
 fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
     let mut sources = SourceMap::new();
     let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -693,7 +782,7 @@ fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
                 serde_json::json!({
                     "name": t.name, "backend": t.backend.name(), "family": t.family, "desktop": t.desktop,
                     "default": inv.default.as_deref() == Some(t.name.as_str()),
-                    "capabilities": t.backend.capabilities(),
+                    "capabilities": t.capabilities(),
                     "vars": t.vars.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
                 })
             })
@@ -712,7 +801,7 @@ fn targets(inventory: Option<&Path>, json: bool) -> anyhow::Result<u8> {
             t.backend.name(),
             t.family,
             t.desktop.as_deref().unwrap_or("-"),
-            t.backend.capabilities().join(", ")
+            t.capabilities().join(", ")
         );
     }
     println!("(* default)");

@@ -101,7 +101,7 @@ pub fn target_info(t: &Target) -> TargetInfo {
         family: t.family.clone(),
         desktop: t.desktop.clone(),
         backend: t.backend.name().to_string(),
-        capabilities: t.backend.capabilities(),
+        capabilities: t.capabilities(),
         vars: t.vars.clone(),
     }
 }

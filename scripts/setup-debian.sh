@@ -16,6 +16,9 @@ packages=(
   chromium                                    # tests open the HTML reports in a real browser
   libxml2-utils                               # xmllint: tests validate JUnit XML against its schema
   python3-pip                                 # fetches the JUnit schema below
+  openssh-server openssh-client               # SSH tests: a private sshd on loopback, ssh-keygen, ssh-agent
+  x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
+  procps                                      # pgrep/pkill for the cleanup routines
 )
 
 missing=()

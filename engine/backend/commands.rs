@@ -1,6 +1,9 @@
-//! Running commands on the target. Today: locally, inside the target's desktop
-//! environment (DISPLAY, HOME...). A later backend runs the same operations
-//! over SSH; the runner only sees [`Commands`].
+//! Running commands on the target: locally inside the private desktop's
+//! environment ([`LocalCommands`]), or over SSH on the target machine
+//! ([`RemoteCommands`](crate::backend::remote::RemoteCommands)). The runner
+//! only sees [`Commands`]: run a script with a time limit, launch an app
+//! detached, probe a process by name, resolve a file pattern, stop
+//! everything launched.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,7 +13,103 @@ use tokio::io::AsyncReadExt;
 
 use crate::backend::BackendError;
 use crate::backend::process::{self, isolate};
+use crate::backend::remote::RemoteCommands;
+use crate::guest::{self, Shell};
 use crate::scenario::model::CommandLine;
+
+/// Where a target's commands run.
+#[derive(Debug)]
+pub enum Commands {
+    Local(LocalCommands),
+    Ssh(Box<RemoteCommands>),
+}
+
+/// What a probe of a launched app saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// A process with the app's name runs (as the target's user / in this desktop).
+    pub running: bool,
+    /// The launched process ended: (ended with status 0, how it ended).
+    pub exited: Option<(bool, String)>,
+}
+
+impl Commands {
+    /// The shell scripts are written for.
+    pub fn shell(&self) -> Shell {
+        match self {
+            Commands::Local(_) => Shell::Posix,
+            Commands::Ssh(r) => r.shell(),
+        }
+    }
+
+    /// `local` or `ssh user@host:port`, for events.
+    pub fn describe(&self) -> String {
+        match self {
+            Commands::Local(_) => "local".into(),
+            Commands::Ssh(r) => format!("ssh {}", r.target()),
+        }
+    }
+
+    /// Run a script to completion or until `timeout` (then it is killed);
+    /// stdout and stderr keep their last `cap` bytes.
+    pub async fn run(&mut self, script: &str, timeout: Duration, cap: usize) -> Result<CommandOutput, BackendError> {
+        match self {
+            Commands::Local(l) => l.run_capped(script, timeout, cap).await,
+            Commands::Ssh(r) => r.run(script, timeout, cap).await,
+        }
+    }
+
+    /// Start an app detached; returns its process id on the target.
+    pub async fn launch(&mut self, cmd: &CommandLine, process: &str, log: &Path) -> Result<u32, BackendError> {
+        match self {
+            Commands::Local(l) => l.launch(cmd, log),
+            Commands::Ssh(r) => r.launch(cmd, process, log).await,
+        }
+    }
+
+    /// Is a process named `process` running, and has the launched `pid` ended?
+    pub async fn probe(&mut self, process: &str, pid: u32) -> Result<Probe, BackendError> {
+        match self {
+            Commands::Local(l) => Ok(Probe { running: l.process_running(process), exited: l.exited(pid) }),
+            Commands::Ssh(r) => r.probe(process, pid).await,
+        }
+    }
+
+    /// The end of a launched app's output.
+    pub async fn log_tail(&mut self, pid: u32, log: &Path) -> String {
+        match self {
+            Commands::Local(_) => crate::backend::local_desktop::tail(log),
+            Commands::Ssh(r) => r.log_tail(pid).await,
+        }
+    }
+
+    /// Resolve a file pattern on the target to exactly one file. The outer
+    /// error is the target's (the script could not run); the inner one says
+    /// what the pattern matched instead of one file.
+    pub async fn resolve_file(&mut self, pattern: &str) -> Result<Result<String, String>, BackendError> {
+        let shell = self.shell();
+        let script = match shell {
+            Shell::Posix => guest::linux::resolve_script(pattern),
+            Shell::PowerShell => guest::windows::resolve_script(pattern),
+        };
+        let out = self.run(&script, Duration::from_secs(60), OUTPUT_CAP).await?;
+        if out.exit_code != Some(0) {
+            return Err(BackendError::Command {
+                what: format!("resolving the file pattern '{pattern}'"),
+                detail: format!("exit {:?}: {}", out.exit_code, out.stderr.trim()),
+            });
+        }
+        Ok(guest::parse_resolved(&out.stdout).into_path(pattern))
+    }
+
+    /// Stop every launched app (TERM, then KILL after `grace`).
+    pub async fn stop_all(&mut self, grace: Duration) {
+        match self {
+            Commands::Local(l) => l.stop_all(grace).await,
+            Commands::Ssh(r) => r.stop_all(grace).await,
+        }
+    }
+}
 
 /// What a finished command left behind. Output keeps the last [`OUTPUT_CAP`] bytes.
 #[derive(Debug, Clone)]
@@ -87,13 +186,23 @@ impl LocalCommands {
     /// Run a shell command to completion (or until `timeout`, then its whole
     /// process group is killed).
     pub async fn run(&self, command: &str, timeout: Duration) -> Result<CommandOutput, BackendError> {
+        self.run_capped(command, timeout, OUTPUT_CAP).await
+    }
+
+    /// [`LocalCommands::run`] keeping the last `cap` bytes of each stream.
+    pub async fn run_capped(
+        &self,
+        command: &str,
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<CommandOutput, BackendError> {
         let mut c = self.command(&CommandLine::Shell(command.to_string()));
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let start = Instant::now();
         let mut child = c.spawn().map_err(|e| BackendError::Spawn { program: "sh".into(), source: e })?;
         let pid = child.id().unwrap_or(0);
-        let out = tokio::spawn(read_capped(child.stdout.take()));
-        let err = tokio::spawn(read_capped(child.stderr.take()));
+        let out = tokio::spawn(read_capped(child.stdout.take(), cap));
+        let err = tokio::spawn(read_capped(child.stderr.take(), cap));
         let (status, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(s) => (s.ok(), false),
             Err(_) => {
@@ -145,11 +254,11 @@ impl LocalCommands {
         Ok(pid)
     }
 
-    /// Has a launched app already exited? Returns its exit status text.
-    pub fn exited(&mut self, pid: u32) -> Option<String> {
+    /// Has a launched app already exited? Returns (success, its exit status text).
+    pub fn exited(&mut self, pid: u32) -> Option<(bool, String)> {
         let l = self.launched.iter_mut().find(|l| l.pid == pid)?;
         match l.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
+            Ok(Some(status)) => Some((status.success(), status.to_string())),
             _ => None,
         }
     }
@@ -178,7 +287,7 @@ impl LocalCommands {
     }
 }
 
-async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>, cap: usize) -> String {
     let Some(mut r) = r else { return String::new() };
     let mut kept: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -188,8 +297,8 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 kept.extend_from_slice(&buf[..n]);
-                if kept.len() > OUTPUT_CAP {
-                    let cut = kept.len() - OUTPUT_CAP;
+                if kept.len() > cap {
+                    let cut = kept.len() - cap;
                     kept.drain(..cut);
                     dropped = true;
                 }

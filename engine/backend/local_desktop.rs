@@ -30,7 +30,7 @@ pub struct LocalDesktopSession {
     password: String,
     xvnc: tokio::process::Child,
     wm: Option<tokio::process::Child>,
-    commands: LocalCommands,
+    commands: Option<LocalCommands>,
     _dir: tempfile::TempDir,
 }
 
@@ -57,16 +57,9 @@ impl LocalDesktopSession {
             let log = ctx.logs.join(if attempt == 0 { "xvnc.log".to_string() } else { format!("xvnc-{attempt}.log") });
             match spawn_xvnc(cfg, port, &passwd_file, &log).await {
                 Ok((xvnc, display)) => {
-                    let mut session = LocalDesktopSession {
-                        display,
-                        port,
-                        password,
-                        xvnc,
-                        wm: None,
-                        commands: LocalCommands::new(Vec::new(), Vec::new(), ctx.cwd.clone(), None),
-                        _dir: dir,
-                    };
-                    session.commands = session.make_commands(cfg, &ctx.cwd)?;
+                    let mut session =
+                        LocalDesktopSession { display, port, password, xvnc, wm: None, commands: None, _dir: dir };
+                    session.commands = Some(session.make_commands(cfg, &ctx.cwd)?);
                     if let Some(wm) = &cfg.window_manager
                         && let Err(e) = session.start_wm(wm, &ctx.logs).await
                     {
@@ -104,8 +97,9 @@ impl LocalDesktopSession {
         }
     }
 
-    pub fn commands(&mut self) -> &mut LocalCommands {
-        &mut self.commands
+    /// The local command runner of this desktop (once; the machine owns it then).
+    pub fn take_commands(&mut self) -> Option<LocalCommands> {
+        self.commands.take()
     }
 
     fn make_commands(&self, cfg: &LocalDesktop, cwd: &Path) -> Result<LocalCommands, BackendError> {
@@ -179,7 +173,9 @@ impl LocalDesktopSession {
     /// Stop apps, the window manager and Xvnc. Returns what happened, for the log.
     pub async fn teardown(mut self) -> Vec<String> {
         let mut notes = Vec::new();
-        self.commands.stop_all(Duration::from_secs(3)).await;
+        if let Some(c) = self.commands.as_mut() {
+            c.stop_all(Duration::from_secs(3)).await;
+        }
         if let Some(mut wm) = self.wm.take() {
             if let Some(pid) = wm.id() {
                 let path = process::stop_group(pid, Duration::from_secs(2)).await;

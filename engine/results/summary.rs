@@ -26,6 +26,9 @@ pub struct Summary {
     pub steps: Vec<StepSummary>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording: Option<RecordingSummary>,
+    /// Evidence collected from the target after a failure.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forensics: Vec<serde_json::Value>,
     pub warnings: Vec<String>,
 }
 
@@ -84,6 +87,7 @@ pub fn from_events(records: &[Record]) -> Summary {
         counts: Counts::default(),
         steps: Vec::new(),
         recording: None,
+        forensics: Vec::new(),
         warnings: Vec::new(),
     };
     for r in records {
@@ -165,6 +169,14 @@ pub fn from_events(records: &[Record]) -> Summary {
                     frames_kept: *frames_kept,
                     bytes: *bytes,
                 });
+            }
+            Event::Forensics { .. } => {
+                if let Ok(mut v) = serde_json::to_value(&r.event) {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("event");
+                    }
+                    s.forensics.push(v);
+                }
             }
             Event::Warning { message } => s.warnings.push(message.clone()),
             Event::RunFinished { verdict, exit_code, duration_ms, reason, .. } => {

@@ -91,6 +91,9 @@ pub(crate) enum Started {
     Complete(Frame),
     Resized,
     Waiting,
+    /// The capture is no longer pending: it completed (its frame is on its
+    /// event channel) while a repeated request was being written.
+    Finished,
 }
 
 impl Shared {
@@ -118,7 +121,7 @@ impl Shared {
         }
         let size = (st.frame.width(), st.frame.height());
         let Some(index) = st.captures.iter().position(|c| c.id == id) else {
-            return Err(RfbError::disconnected("the capture was cancelled"));
+            return Ok(Started::Finished);
         };
         let capture = &mut st.captures[index];
         capture.offset = Some(offset);

@@ -252,7 +252,7 @@ impl VncClient {
                     match shared.start_capture(id, received)? {
                         Started::Complete(frame) => return Ok(frame),
                         Started::Resized => continue,
-                        Started::Waiting => send_request = false,
+                        Started::Waiting | Started::Finished => send_request = false,
                     }
                 }
                 // The cut-off is read after the write returns; if the writer

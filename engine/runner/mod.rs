@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::backend::commands::LocalCommands;
+use crate::backend::BackendError;
+use crate::backend::commands::{Commands, OUTPUT_CAP};
 use crate::events::{Event, EventLog, StepStatus, Verdict};
 use crate::frame::Frame;
 use crate::geometry::Point;
@@ -42,6 +43,10 @@ pub enum Cancel {
 
 /// Default budget of a shell step without a `timeout`.
 pub const SHELL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default budget of one forensics step.
+pub const FORENSICS_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a command's output `save:` and forensics keep (the tail).
+pub const SAVE_CAP: usize = 512 * 1024;
 const POLL_GAP: Duration = Duration::from_millis(200);
 const KEY_GAP: Duration = Duration::from_millis(50);
 const TAIL: usize = 2000;
@@ -92,7 +97,7 @@ pub type FrameIndex<'a> = Box<dyn Fn() -> u64 + Send + Sync + 'a>;
 pub struct Runner<'a> {
     plan: &'a Plan,
     screen: Screen,
-    commands: Option<&'a mut LocalCommands>,
+    commands: Option<&'a mut Commands>,
     events: EventLog,
     results: &'a ResultsDir,
     checker: Checker,
@@ -120,7 +125,7 @@ struct Attempt {
 pub struct RunnerParts<'a> {
     pub plan: &'a Plan,
     pub screen: Screen,
-    pub commands: Option<&'a mut LocalCommands>,
+    pub commands: Option<&'a mut Commands>,
     pub events: EventLog,
     pub results: &'a ResultsDir,
     pub update: UpdateReferences,
@@ -195,6 +200,10 @@ impl<'a> Runner<'a> {
             }
         }
         self.interrupt_at = Cancel::Hard;
+        // evidence first, while the target is still in the failed state; cleanup then
+        if r.failed + r.errors > 0 && !self.plan.forensics.is_empty() && *self.cancel.borrow() < Cancel::Hard {
+            self.forensics().await;
+        }
         for ps in &self.plan.cleanup {
             if *self.cancel.borrow() >= Cancel::Hard {
                 self.skip(ps, "interrupted twice: cleanup abandoned", &mut r);
@@ -416,18 +425,54 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// The command of a shell step with `{file}` resolved on the target.
+    async fn shell_command(commands: &mut Commands, s: &ShellAction) -> Result<(String, Option<String>), StepError> {
+        match &s.file {
+            Some(pattern) => {
+                let path = resolve_file(commands, pattern).await?;
+                let quoted = commands.shell().quote(&path);
+                Ok((crate::guest::substitute_file(&s.command, &quoted), Some(path)))
+            }
+            None => Ok((s.command.clone(), None)),
+        }
+    }
+
+    /// Write command output into the results (redacted); returns its relative path.
+    fn save_output(&self, folder: &str, name: &str, text: &str) -> Option<String> {
+        let dir = self.results.path.join(folder);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("cannot create {}: {e}", dir.display());
+            return None;
+        }
+        let path = dir.join(name);
+        match std::fs::write(&path, self.events.redactor().redact(text)) {
+            Ok(()) => Some(self.results.relative(&path)),
+            Err(e) => {
+                tracing::warn!("cannot write {}: {e}", path.display());
+                None
+            }
+        }
+    }
+
     async fn shell(&mut self, n: usize, s: &ShellAction, timeout: Duration) -> Result<(), StepError> {
         let commands =
-            self.commands.as_deref().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
-        let out = commands.run(&s.command, timeout).await.map_err(|e| StepError::Infra(e.to_string()))?;
+            self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
+        let (command, file) = Self::shell_command(commands, s).await?;
+        let cap = if s.save.is_some() { SAVE_CAP } else { OUTPUT_CAP };
+        let via = commands.describe();
+        let out = commands.run(&command, timeout, cap).await.map_err(|e| StepError::Infra(e.to_string()))?;
+        let saved = s.save.as_ref().and_then(|name| self.save_output("output", name, &out.stdout));
         self.events.emit(Event::Shell {
             step: n,
-            command: s.command.clone(),
+            command,
             exit_code: out.exit_code,
             timed_out: out.timed_out,
             duration_ms: out.duration.as_millis() as u64,
             stdout: tail(&out.stdout),
             stderr: tail(&out.stderr),
+            via: Some(via),
+            file,
+            saved,
         });
         if out.timed_out {
             return Err(StepError::Failed(format!(
@@ -446,38 +491,108 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Collect evidence after a failure: every forensics step runs (with its
+    /// own time limit), its output is saved under `forensics/`, and nothing
+    /// here changes the verdict.
+    async fn forensics(&mut self) {
+        let steps = self.plan.forensics.clone();
+        for ps in &steps {
+            let crate::scenario::model::Action::Shell(s) = &ps.step.action else { continue };
+            if *self.cancel.borrow() >= Cancel::Hard {
+                break;
+            }
+            let start = Instant::now();
+            let timeout = ps.step.timeout.unwrap_or(FORENSICS_TIMEOUT);
+            let name =
+                s.save.clone().unwrap_or_else(|| format!("{:03}-{}.txt", ps.number, crate::results::slug(&ps.label)));
+            let result = match self.commands.as_deref_mut() {
+                None => Err("this target cannot run commands".to_string()),
+                Some(c) => match Self::shell_command(c, s).await {
+                    Err(e) => Err(match e {
+                        StepError::Failed(m) | StepError::Infra(m) => m,
+                        StepError::Cancelled => "interrupted".into(),
+                    }),
+                    Ok((command, _)) => c.run(&command, timeout, SAVE_CAP).await.map_err(|e| e.to_string()),
+                },
+            };
+            let event = match result {
+                Ok(out) => {
+                    let mut text = out.stdout.clone();
+                    if !out.stderr.trim().is_empty() {
+                        text.push_str(&format!("\n--- stderr ---\n{}", out.stderr));
+                    }
+                    let path = self.save_output("forensics", &name, &text);
+                    let error = if out.timed_out {
+                        Some(format!("timed out after {:.1}s (what it printed is kept)", timeout.as_secs_f64()))
+                    } else if out.exit_code.is_none() {
+                        Some("the command was killed".to_string())
+                    } else {
+                        None
+                    };
+                    Event::Forensics {
+                        item: ps.label.clone(),
+                        path,
+                        bytes: text.len() as u64,
+                        truncated: out.stdout.starts_with("[... "),
+                        exit_code: out.exit_code,
+                        duration_ms: start.elapsed().as_millis() as u64,
+                        error,
+                    }
+                }
+                Err(e) => Event::Forensics {
+                    item: ps.label.clone(),
+                    path: None,
+                    bytes: 0,
+                    truncated: false,
+                    exit_code: None,
+                    duration_ms: start.elapsed().as_millis() as u64,
+                    error: Some(e),
+                },
+            };
+            self.events.emit(event);
+        }
+    }
+
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
         let commands =
             self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("this target cannot run commands".into()))?;
-        let pid = commands.launch(&l.command, &log).map_err(|e| StepError::Failed(e.to_string()))?;
+        let (command, process) = match &l.file {
+            Some(pattern) => {
+                let path = resolve_file(commands, pattern).await?;
+                let shell = commands.shell();
+                let base = crate::guest::windows::basename(&path).to_string();
+                (l.command.with_file(&path, |p| shell.quote(p)), crate::guest::substitute_file(&l.process, &base))
+            }
+            None => (l.command.clone(), l.process.clone()),
+        };
+        let via = commands.describe();
+        let pid = commands.launch(&command, &process, &log).await.map_err(launch_error)?;
         self.events.emit(Event::Launch {
             step: n,
-            command: l.command.display(),
-            process: l.process.clone(),
+            command: command.display(),
+            process: process.clone(),
             pid,
             log: self.results.relative(&log),
+            via: Some(via),
         });
         let start = Instant::now();
-        let mut exited: Option<String> = None;
+        let mut exited: Option<(bool, String)> = None;
         let mut polls = 0u32;
         // the screen condition is judged quietly on every poll and reported once, at the end
         let mut judged: Option<(Frame, Evaluation)> = None;
         loop {
             let commands = self.commands.as_deref_mut().ok_or_else(|| StepError::Infra("no commands".into()))?;
-            let running = commands.process_running(&l.process);
+            let probe = commands.probe(&process, pid).await.map_err(|e| StepError::Infra(e.to_string()))?;
+            let running = probe.running;
             if exited.is_none() {
-                exited = commands.exited(pid);
+                exited = probe.exited;
             }
-            if !running
-                && let Some(status) = &exited
-                && !status.contains("exit status: 0")
-            {
+            if !running && let Some((false, status)) = &exited {
+                let output = commands.log_tail(pid, &log).await;
                 return Err(StepError::Failed(format!(
-                    "{} exited ({status}) before its window appeared; its output:\n{}",
-                    l.process,
-                    crate::backend::local_desktop::tail(&log)
+                    "{process} exited ({status}) before its window appeared; its output:\n{output}"
                 )));
             }
             if running {
@@ -514,15 +629,14 @@ impl<'a> Runner<'a> {
             }
             if start.elapsed() >= l.wait {
                 let why = if !running {
-                    format!("no process named '{}' appeared within {:.1}s", l.process, l.wait.as_secs_f64())
+                    format!("no process named '{process}' appeared within {:.1}s", l.wait.as_secs_f64())
                 } else if l.until.is_some() {
                     format!(
-                        "'{}' runs, but the screen condition did not hold within {:.1}s",
-                        l.process,
+                        "'{process}' runs, but the screen condition did not hold within {:.1}s",
                         l.wait.as_secs_f64()
                     )
                 } else {
-                    format!("'{}' runs, but the screen did not change within {:.1}s", l.process, l.wait.as_secs_f64())
+                    format!("'{process}' runs, but the screen did not change within {:.1}s", l.wait.as_secs_f64())
                 };
                 return Err(StepError::Failed(why));
             }
@@ -729,6 +843,24 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+    }
+}
+
+/// Resolve a `file:` pattern on the target: a pattern that does not match
+/// exactly one file fails the step, a target that cannot answer is an error.
+async fn resolve_file(commands: &mut Commands, pattern: &str) -> Result<String, StepError> {
+    match commands.resolve_file(pattern).await {
+        Ok(Ok(path)) => Ok(path),
+        Ok(Err(why)) => Err(StepError::Failed(why)),
+        Err(e) => Err(StepError::Infra(e.to_string())),
+    }
+}
+
+/// A launch that could not start: the app's fault unless the connection or the session broke.
+fn launch_error(e: BackendError) -> StepError {
+    match e {
+        BackendError::Ssh(_) | BackendError::Session(_) => StepError::Infra(e.to_string()),
+        other => StepError::Failed(other.to_string()),
     }
 }
 

@@ -41,8 +41,8 @@ pub const MODIFIERS: &[(&str, &str)] = &[
     ("with", "Inputs of a routine call."),
 ];
 
-pub const SHELL_KEYS: &[&str] = &["command", "exit"];
-pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait"];
+pub const SHELL_KEYS: &[&str] = &["command", "exit", "file", "save"];
+pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait", "file"];
 pub const TYPE_KEYS: &[&str] = &["text", "interval"];
 pub const TARGET_KEYS: &[&str] =
     &["x", "y", "at", "text", "regex", "case_sensitive", "image", "threshold", "region", "offset", "button", "double"];
@@ -105,6 +105,11 @@ pub struct ShellAction {
     pub command: String,
     /// Exit codes that count as success; empty means any.
     pub ok_exit: Vec<i32>,
+    /// A file pattern resolved on the target to one file; `{file}` in the
+    /// command becomes its (quoted) path.
+    pub file: Option<String>,
+    /// Save the command's stdout (capped) into the results under this name.
+    pub save: Option<String>,
 }
 
 /// How to start a program.
@@ -118,12 +123,35 @@ pub enum CommandLine {
 
 impl CommandLine {
     /// The program's base name: the process name to wait for by default.
+    /// Windows paths (`C:\\App\\app.exe`) are split at `\\` too.
     pub fn program_name(&self) -> String {
         let first = match self {
             CommandLine::Shell(s) => s.split_whitespace().find(|w| !w.contains('=')).unwrap_or("").to_string(),
             CommandLine::Argv(a) => a.first().cloned().unwrap_or_default(),
         };
+        if first.contains('\\') {
+            return crate::guest::windows::basename(&first).to_string();
+        }
         first.rsplit('/').next().unwrap_or("").to_string()
+    }
+
+    /// Does the command use the `{file}` placeholder?
+    pub fn uses_file(&self) -> bool {
+        match self {
+            CommandLine::Shell(s) => crate::guest::uses_file(s),
+            CommandLine::Argv(a) => a.iter().any(|x| crate::guest::uses_file(x)),
+        }
+    }
+
+    /// The command with `{file}` replaced: quoted (with `quote`) in a shell
+    /// line, verbatim in an argument list.
+    pub fn with_file(&self, path: &str, quote: impl Fn(&str) -> String) -> CommandLine {
+        match self {
+            CommandLine::Shell(s) => CommandLine::Shell(crate::guest::substitute_file(s, &quote(path))),
+            CommandLine::Argv(a) => {
+                CommandLine::Argv(a.iter().map(|x| crate::guest::substitute_file(x, path)).collect())
+            }
+        }
     }
 
     pub fn display(&self) -> String {
@@ -146,6 +174,9 @@ pub struct LaunchAction {
     pub until: Option<Expect>,
     /// Polling budget for process + screen condition.
     pub wait: Duration,
+    /// A file pattern resolved on the target to one file; `{file}` in the
+    /// command (and a defaulted process name) becomes its path.
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -438,10 +469,34 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
 
 fn shell(node: &Node, diags: &mut Diagnostics) -> Option<ShellAction> {
     if let Value::Str(s) = &node.value {
-        return non_blank_command(node, s, diags).map(|command| ShellAction { command, ok_exit: vec![0] });
+        if crate::guest::uses_file(s) {
+            diags.push(
+                Diagnostic::new(&node.span, "the command uses {file}, but the step gives no `file:` pattern")
+                    .with_help("write `shell: {command: \"... {file}\", file: \"/opt/app-*/app\"}`"),
+            );
+            return None;
+        }
+        return non_blank_command(node, s, diags).map(|command| ShellAction {
+            command,
+            ok_exit: vec![0],
+            file: None,
+            save: None,
+        });
     }
     let m = MapReader::new(node, "a shell step", SHELL_KEYS, diags)?;
     let command = m.required("command", diags).and_then(|n| decode::non_empty(n, "shell command", diags));
+    let file = file_pattern(&m, command.as_deref().map(crate::guest::uses_file), diags);
+    let save = match m.get("save") {
+        None => None,
+        Some(n) => {
+            let name = decode::non_empty(n, "save", diags)?;
+            if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+                diags.push(Diagnostic::new(&n.span, "save takes a file name, without '/' and not starting with '.'"));
+                return None;
+            }
+            Some(name)
+        }
+    };
     let ok_exit = match m.get("exit") {
         None => Some(vec![0]),
         Some(n) if n.as_str() == Some("any") => Some(Vec::new()),
@@ -449,7 +504,34 @@ fn shell(node: &Node, diags: &mut Diagnostics) -> Option<ShellAction> {
             items.into_iter().filter_map(|i| decode::integer(i, "exit code", 0, 255, diags)).map(|i| i as i32).collect()
         }),
     };
-    Some(ShellAction { command: command?, ok_exit: ok_exit? })
+    Some(ShellAction { command: command?, ok_exit: ok_exit?, file: file.ok()?, save })
+}
+
+/// The `file:` pattern of a shell or launch step, checked against the
+/// command's use of `{file}` (`uses` is `None` when the command is invalid).
+fn file_pattern(m: &MapReader<'_>, uses: Option<bool>, diags: &mut Diagnostics) -> Result<Option<String>, ()> {
+    let pattern = match m.get("file") {
+        None => None,
+        Some(n) => Some((decode::non_empty(n, "file", diags).ok_or(())?, n)),
+    };
+    match (pattern, uses) {
+        (Some((p, _)), Some(true)) => Ok(Some(p)),
+        (Some((_, n)), Some(false)) => {
+            diags.push(
+                Diagnostic::new(&n.span, "`file:` is given, but the command never uses {file}")
+                    .with_help("write {file} where the resolved path goes, e.g. `command: [\"{file}\", --flag]`"),
+            );
+            Err(())
+        }
+        (None, Some(true)) => {
+            diags.push(
+                Diagnostic::new(&m.node.span, "the command uses {file}, but the step gives no `file:` pattern")
+                    .with_help("add `file: \"/opt/App-*/app\"` (resolved on the target to exactly one file)"),
+            );
+            Err(())
+        }
+        (p, _) => Ok(p.map(|(p, _)| p)),
+    }
 }
 
 fn non_blank_command(node: &Node, s: &str, diags: &mut Diagnostics) -> Option<String> {
@@ -483,14 +565,22 @@ fn command_line(node: &Node, diags: &mut Diagnostics) -> Option<CommandLine> {
 fn launch(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<LaunchAction> {
     if matches!(node.value, Value::Str(_) | Value::Seq(_)) {
         let command = command_line(node, diags)?;
+        if command.uses_file() {
+            diags.push(
+                Diagnostic::new(&node.span, "the command uses {file}, but the step gives no `file:` pattern")
+                    .with_help("write `launch: {command: [\"{file}\"], file: \"/opt/App-*/app\"}`"),
+            );
+            return None;
+        }
         let process = command.program_name();
-        return Some(LaunchAction { command, process, until: None, wait: defaults.launch_wait });
+        return Some(LaunchAction { command, process, until: None, wait: defaults.launch_wait, file: None });
     }
     let m = MapReader::new(node, "a launch step", LAUNCH_KEYS, diags)?;
     let command = m.required("command", diags).and_then(|n| command_line(n, diags));
     let process = m.get("process").and_then(|n| decode::non_empty(n, "process", diags));
     let until = m.get("until").and_then(|n| expectation(n, false, defaults, diags));
     let wait = m.get("wait").map_or(Some(defaults.launch_wait), |n| decode::duration(n, "wait", diags));
+    let file = file_pattern(&m, command.as_ref().map(CommandLine::uses_file), diags).ok()?;
     let command = command?;
     let process = process.unwrap_or_else(|| command.program_name());
     if process.is_empty() {
@@ -499,7 +589,7 @@ fn launch(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<L
         );
         return None;
     }
-    Some(LaunchAction { command, process, until, wait: wait? })
+    Some(LaunchAction { command, process, until, wait: wait?, file })
 }
 
 fn keys(node: &Node, diags: &mut Diagnostics) -> Option<Vec<KeyCombo>> {

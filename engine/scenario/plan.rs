@@ -14,14 +14,18 @@ use crate::project::{Project, display_path};
 use crate::scenario::decode::{self, MapReader};
 use crate::scenario::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::scenario::model::{self, Action, Defaults, Reference, Step, Target};
-use crate::scenario::node::{Node, Value};
+use crate::scenario::node::{Entry, Node, Value};
 use crate::scenario::routine::{self, Routine};
 use crate::scenario::source::{SourceMap, Span};
 use crate::scenario::template::{Context, Templates};
 use crate::scenario::yaml;
 use crate::secrets::SecretStore;
 
-pub const SCENARIO_KEYS: &[&str] = &["name", "description", "tags", "vars", "defaults", "steps", "cleanup"];
+pub const SCENARIO_KEYS: &[&str] =
+    &["name", "description", "tags", "vars", "defaults", "steps", "cleanup", "forensics"];
+pub const FORENSICS_KEYS: &[&str] = &["routine", "with"];
+/// The routine collecting evidence after a failure, unless the scenario names another.
+pub const FORENSICS_ROUTINE: &str = "forensics";
 pub const CALL_KEYS: &[&str] = &["routine", "with", "label"];
 const MAX_ROUTINE_DEPTH: usize = 32;
 
@@ -102,6 +106,8 @@ pub struct Plan {
     pub os: String,
     pub steps: Vec<PlannedStep>,
     pub cleanup: Vec<PlannedStep>,
+    /// Evidence collection after a failure (shell steps only), run before cleanup.
+    pub forensics: Vec<PlannedStep>,
     /// The variables after overrides (secrets are not among them: `secret()` is a function).
     pub vars: serde_json::Value,
 }
@@ -138,6 +144,9 @@ impl Plan {
             let via = if via.is_empty() { String::new() } else { format!("  [{via}]") };
             let phase = if s.cleanup { "cleanup " } else { "" };
             out.push_str(&format!("{:>3}. {phase}{}{via}  ({})\n", s.number, s.label, s.step.span));
+        }
+        for s in &self.forensics {
+            out.push_str(&format!("     forensics {}  ({})\n", s.label, s.step.span));
         }
         out
     }
@@ -284,6 +293,7 @@ impl<'o> Builder<'o> {
             &mut cleanup,
             sources,
         );
+        let forensics = self.forensics(m.get("forensics"), &root.span, path, &ctx, sources);
         let mut vars = ctx.to_json();
         if let Some(o) = vars.as_object_mut() {
             o.remove("os");
@@ -298,8 +308,75 @@ impl<'o> Builder<'o> {
             os: self.opts.target.name.clone(),
             steps,
             cleanup,
+            forensics,
             vars,
         })
+    }
+
+    /// The forensics steps: the scenario's `forensics:` (a routine call, or
+    /// `false`), else the `forensics` routine for the target when there is one
+    /// and the target can run commands.
+    fn forensics(
+        &mut self,
+        spec: Option<&Node>,
+        root: &Span,
+        path: &Path,
+        ctx: &Context,
+        sources: &mut SourceMap,
+    ) -> Vec<PlannedStep> {
+        let call = match spec {
+            Some(n) if matches!(n.value, Value::Bool(false)) => return Vec::new(),
+            Some(n) => {
+                let Some(m) = MapReader::new(n, "forensics", FORENSICS_KEYS, &mut self.diags) else {
+                    return Vec::new();
+                };
+                let mut entries = vec![Entry {
+                    key: "routine".into(),
+                    key_span: n.span.clone(),
+                    value: Node::new(n.span.clone(), Value::Str(FORENSICS_ROUTINE.into())),
+                }];
+                for e in m.entries() {
+                    match e.key.as_str() {
+                        "routine" => entries[0] = e.clone(),
+                        "with" => entries.push(e.clone()),
+                        _ => {}
+                    }
+                }
+                Node::new(n.span.clone(), Value::Map(entries))
+            }
+            None => {
+                let t = &self.opts.target;
+                let found = routine::candidates(&self.project.routines_dir(), FORENSICS_ROUTINE, &t.name, &t.family)
+                    .iter()
+                    .any(|p| p.is_file());
+                if !found || !t.capabilities.contains(&"shell") {
+                    return Vec::new();
+                }
+                let name = Node::new(root.clone(), Value::Str(FORENSICS_ROUTINE.into()));
+                let entry = Entry { key: "routine".into(), key_span: root.clone(), value: name };
+                Node::new(root.clone(), Value::Map(vec![entry]))
+            }
+        };
+        let stack = [path.to_path_buf()];
+        let mut out = Vec::new();
+        self.expand(
+            std::slice::from_ref(&call),
+            &Scope { ctx, stack: &stack, calls: &[], cleanup: false },
+            &mut out,
+            sources,
+        );
+        for ps in &out {
+            if !matches!(ps.step.action, Action::Shell(_)) {
+                self.diags.push(
+                    Diagnostic::new(
+                        &ps.step.span,
+                        format!("forensics steps run commands only, this one is a {} step", ps.step.action.kind()),
+                    )
+                    .with_help("collect evidence with `shell: {command: ..., save: NAME}`"),
+                );
+            }
+        }
+        out
     }
 
     /// Scenario `vars:` (rendered in order), then inventory vars, then `--var`.
@@ -559,7 +636,7 @@ impl<'o> Builder<'o> {
             if !t.capabilities.contains(&cap) {
                 self.diags.push(
                     Diagnostic::new(&step.span, format!("this {cap} step needs a way to run commands on the target, but target '{}' ({} backend) has none", t.name, t.backend))
-                        .with_help("run it on a target with a shell (e.g. local-desktop), or drop the step"),
+                        .with_help("give the target `ssh:` in the inventory, run it on a local-desktop target, or drop the step"),
                 );
             }
         }

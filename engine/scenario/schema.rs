@@ -19,14 +19,17 @@ fn defs() -> Value {
             "shell" => {
                 json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
                 "command": {"type": "string"},
-                "exit": {"anyOf": [{"const": "any"}, {"type": "integer"}, {"type": "array", "items": {"type": "integer"}}], "description": "Exit codes that count as success (default 0), or `any`."}}, "required": ["command"]}]})
+                "exit": {"anyOf": [{"const": "any"}, {"type": "integer"}, {"type": "array", "items": {"type": "integer"}}], "description": "Exit codes that count as success (default 0), or `any`."},
+                "file": {"type": "string", "description": "A file pattern resolved on the target to exactly one file; {file} in the command becomes its quoted path."},
+                "save": {"type": "string", "description": "Save the command's output into the results under this file name."}}, "required": ["command"]}]})
             }
             "launch" => {
                 json!({"anyOf": [{"$ref": "#/$defs/command"}, {"type": "object", "additionalProperties": false, "properties": {
                 "command": {"$ref": "#/$defs/command"},
                 "process": {"type": "string", "description": "Process name to wait for (default: the program's base name)."},
                 "until": {"$ref": "#/$defs/check"},
-                "wait": {"$ref": "#/$defs/duration"}}, "required": ["command"]}]})
+                "wait": {"$ref": "#/$defs/duration"},
+                "file": {"type": "string", "description": "A file pattern resolved on the target to exactly one file; {file} in the command becomes its path."}}, "required": ["command"]}]})
             }
             "key" => {
                 json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}}]})
@@ -142,6 +145,11 @@ pub fn scenario() -> Value {
             "steps" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
             "cleanup" => {
                 json!({"$ref": "#/$defs/steps", "description": "Steps that always run at the end, pass or fail."})
+            }
+            "forensics" => {
+                json!({"anyOf": [{"const": false}, {"type": "object", "additionalProperties": false, "properties": {
+                "routine": {"type": "string"}, "with": {"type": "object"}}}],
+                "description": "Evidence collected from the target after a failure (default: the `forensics` routine for the target's OS, if any); false to turn it off."})
             }
             _ => json!({}),
         };

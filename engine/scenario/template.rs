@@ -6,7 +6,8 @@
 //! stays a list, an int stays an int); any other template renders to a string.
 //! Undefined variables are errors (strict), nothing is HTML-escaped, and the
 //! filters `shquote` (POSIX sh) and `psquote` (PowerShell) quote values for
-//! safe command building. `secret("name")` reads a secret and marks it for
+//! safe command building; `comm` and `psname` give the name a process has on
+//! Linux (15 bytes of the base name) and for Get-Process (no folder, no `.exe`). `secret("name")` reads a secret and marks it for
 //! redaction.
 
 use minijinja::{Environment, UndefinedBehavior, Value as JValue};
@@ -31,6 +32,10 @@ impl Templates {
         }
         env.add_filter("shquote", |v: JValue| -> String { quote_each(&v, shquote) });
         env.add_filter("psquote", |v: JValue| -> String { quote_each(&v, psquote) });
+        // process names as the OS compares them: Linux keeps 15 bytes of the
+        // base name (`pkill -x` semantics); Get-Process drops the directory and `.exe`
+        env.add_filter("comm", |v: String| -> String { crate::backend::process::comm_name(&v) });
+        env.add_filter("psname", |v: String| -> String { crate::guest::windows::process_name(&v) });
         env.add_function("secret", move |name: String| -> Result<String, minijinja::Error> {
             secrets.get(&name).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
         });
@@ -327,6 +332,17 @@ mod tests {
         }
         let n = render("a: \"{{ args | shquote }}\"\n", serde_json::json!({"args": ["a b", "c'd"]})).unwrap();
         assert_eq!(n.get("a").unwrap().value.as_str(), Some("'a b' 'c'\\''d'"));
+    }
+
+    #[test]
+    fn process_name_filters() {
+        let n = render(
+            "a: \"{{ p | comm }}\"\nb: \"{{ w | psname }}\"\n",
+            serde_json::json!({"p": "/opt/Rocket.Chat/rocketchat-desktop.bin", "w": "C:\\Program Files\\App\\App.exe"}),
+        )
+        .unwrap();
+        assert_eq!(n.get("a").unwrap().value.as_str(), Some("rocketchat-desk"));
+        assert_eq!(n.get("b").unwrap().value.as_str(), Some("App"));
     }
 
     #[test]
