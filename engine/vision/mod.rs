@@ -18,6 +18,7 @@
 
 pub mod diff;
 pub mod gray;
+pub mod needle;
 pub mod ocr;
 pub mod ssim;
 pub mod template;
