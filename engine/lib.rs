@@ -13,6 +13,7 @@ pub mod input;
 pub mod inventory;
 pub mod project;
 pub mod recorder;
+pub mod references;
 pub mod results;
 pub mod rfb;
 pub mod run;

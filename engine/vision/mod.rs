@@ -21,6 +21,8 @@ pub mod gray;
 pub mod needle;
 pub mod ocr;
 pub mod ssim;
+pub mod still;
 pub mod template;
+pub mod verbs;
 
 pub use gray::{GrayImage, Mask};
