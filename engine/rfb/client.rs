@@ -249,7 +249,17 @@ impl VncClient {
                 while send_request {
                     let request = session::full_request(false, self.size());
                     let received = shared.write(request, "a FramebufferUpdateRequest").await?;
-                    match shared.start_capture(id, received)? {
+                    let started = match shared.start_capture(id, received) {
+                        Ok(started) => started,
+                        // A resent request races with the answer to the previous
+                        // one: the capture may have completed (and left the
+                        // pending list) just before this request was written.
+                        Err(e) => match events.try_recv() {
+                            Ok(CaptureEvent::Done(frame)) => return Ok(frame),
+                            _ => return Err(e),
+                        },
+                    };
+                    match started {
                         Started::Complete(frame) => return Ok(frame),
                         Started::Resized => continue,
                         Started::Waiting => send_request = false,
