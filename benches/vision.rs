@@ -84,7 +84,10 @@ fn reference_timings() -> Option<HashMap<String, (f64, f64)>> {
     let out = match out {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
-            println!("(reference timings skipped: {})", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            println!(
+                "(reference timings skipped: {})",
+                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+            );
             return None;
         }
         Err(e) => {
@@ -145,7 +148,7 @@ fn main() {
     let mut i = 0usize;
     let (_, motion_ms) = time("motion filter per 1080p frame", 100, || {
         i += 1;
-        filter.consider(if i % 2 == 0 { &fa } else { &fb })
+        filter.consider(if i.is_multiple_of(2) { &fa } else { &fb })
     });
 
     println!("\n## reference tools (one thread)");
@@ -153,14 +156,11 @@ fn main() {
     println!("\n## side by side (CPU medians, same run)");
     println!("| measure | smoke | reference | ratio | goal |");
     println!("|---|---:|---:|---:|---|");
-    let row = |what: &str, ours: f64, key: &str, goal: &str| {
-        match reference.as_ref().and_then(|r| r.get(key)) {
-            Some(&(theirs, _)) => println!(
-                "| {what} | {ours:.2} ms | {theirs:.2} ms | {:.1}x faster | {goal} |",
-                theirs / ours
-            ),
-            None => println!("| {what} | {ours:.2} ms | - | - | {goal} |"),
+    let row = |what: &str, ours: f64, key: &str, goal: &str| match reference.as_ref().and_then(|r| r.get(key)) {
+        Some(&(theirs, _)) => {
+            println!("| {what} | {ours:.2} ms | {theirs:.2} ms | {:.1}x faster | {goal} |", theirs / ours)
         }
+        None => println!("| {what} | {ours:.2} ms | - | - | {goal} |"),
     };
     row("SSIM Gaussian 1920x1080 vs scikit-image", ssim_ms, "ssim_gaussian", ">= 20x and < 20 ms");
     row("SSIM box7 1920x1080 vs scikit-image", box_ms, "ssim_box7", "-");
@@ -168,6 +168,9 @@ fn main() {
     row("needle 58x39 in 1920x1080 vs OpenCV TM_CCOEFF_NORMED", t58_ms, "template_58x39", ">= 1x");
     println!("| motion filter per 1080p frame | {motion_ms:.2} ms | - | - | < 2 ms |");
     if let Some(&(_, theirs)) = reference.as_ref().and_then(|r| r.get("ssim_gaussian")) {
-        println!("\nSSIM score: smoke {ssim_score:.6}, scikit-image {theirs:.6} (difference {:.1e})", (ssim_score - theirs).abs());
+        println!(
+            "\nSSIM score: smoke {ssim_score:.6}, scikit-image {theirs:.6} (difference {:.1e})",
+            (ssim_score - theirs).abs()
+        );
     }
 }

@@ -23,7 +23,9 @@ impl Project {
     pub fn find_from(dir: &Path) -> Option<Project> {
         let mut cur = Some(absolute(dir));
         while let Some(d) = cur {
-            if ["routines", "reference", "needles"].iter().any(|m| d.join(m).is_dir()) || d.join("inventory.yaml").is_file() {
+            if ["routines", "reference", "needles"].iter().any(|m| d.join(m).is_dir())
+                || d.join("inventory.yaml").is_file()
+            {
                 return Some(Project { root: d });
             }
             cur = d.parent().map(Path::to_path_buf);

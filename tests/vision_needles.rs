@@ -176,12 +176,8 @@ fn openqa_needles_import_and_match_through_the_binary() {
     assert_eq!(n.spec.areas[0].threshold, Some(0.95));
     assert_eq!(n.spec.points, vec![PointSpec { id: None, at: [335, 272] }]);
 
-    let matched = smoke()
-        .args(["image", "match", "--json"])
-        .arg(data("dialog_a_moved.png"))
-        .arg(&json)
-        .output()
-        .unwrap();
+    let matched =
+        smoke().args(["image", "match", "--json"]).arg(data("dialog_a_moved.png")).arg(&json).output().unwrap();
     assert_eq!(matched.status.code(), Some(0), "{}", String::from_utf8_lossy(&matched.stderr));
     let v: serde_json::Value = serde_json::from_slice(&matched.stdout).unwrap();
     assert_eq!(v["found"], true);
@@ -229,6 +225,11 @@ fn image_ssim_verb_prints_scores_and_writes_the_heatmap() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
-    let bad = smoke().args(["image", "ssim", "--region", "1,2,3"]).arg(data("button_red.png")).arg(data("button_green.png")).output().unwrap();
+    let bad = smoke()
+        .args(["image", "ssim", "--region", "1,2,3"])
+        .arg(data("button_red.png"))
+        .arg(data("button_green.png"))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }

@@ -19,9 +19,24 @@ fn screen() -> Frame {
 const SMALL: Rect = Rect::new(40, 60, 370, 30);
 const INVERTED: Rect = Rect::new(40, 190, 370, 60);
 
-#[tokio::test]
-async fn small_text_needs_its_region_and_fuzzy_matching_forgives_one_misread() {
+/// Run `f` on a runtime while holding the lock that keeps OCR tests from
+/// competing for the two cores.
+fn with_cores<F: std::future::Future<Output = ()>>(f: F) {
     let _cores = support::lock();
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f);
+}
+
+#[test]
+fn small_text_needs_its_region_and_fuzzy_matching_forgives_one_misread() {
+    with_cores(small_text());
+}
+
+#[test]
+fn white_on_black_text_is_read_plain_and_inverted() {
+    with_cores(inverted_text());
+}
+
+async fn small_text() {
     let frame = screen();
     let ocr = Ocr::new();
     // 7-point text on a whole 1280x720 screen: no pass reads the line, though
@@ -44,7 +59,8 @@ async fn small_text_needs_its_region_and_fuzzy_matching_forgives_one_misread() {
     let fuzzy = raw.find(&frame, Some(SMALL), &TextQuery::fuzzy("SMALL-TEXT line 7: ok", true, 1)).await.unwrap();
     assert_eq!((fuzzy.matched.as_deref(), fuzzy.distance), (Some("SMALL-TEXT Line 7: ok"), Some(1)));
     // (the raw and the upscaled pass box the line within a pixel)
-    let near = |b: Option<Rect>| b.is_some_and(|b| b.x.abs_diff(found.x) <= 2 && b.w.abs_diff(found.w) <= 2 && b.y == found.y);
+    let near =
+        |b: Option<Rect>| b.is_some_and(|b| b.x.abs_diff(found.x) <= 2 && b.w.abs_diff(found.w) <= 2 && b.y == found.y);
     assert!(near(fuzzy.found), "{:?} vs {found}", fuzzy.found);
     let any_case = raw.find(&frame, Some(SMALL), &TextQuery::contains_any_case("small-text line 7: OK")).await.unwrap();
     assert!(near(any_case.found), "{:?}", any_case.found);
@@ -53,9 +69,7 @@ async fn small_text_needs_its_region_and_fuzzy_matching_forgives_one_misread() {
     assert!(absent.found.is_none(), "{:?}", absent.matched);
 }
 
-#[tokio::test]
-async fn white_on_black_text_is_read_plain_and_inverted() {
-    let _cores = support::lock();
+async fn inverted_text() {
     let frame = screen();
     let query = TextQuery::contains("INVERTED-TEXT ready");
     let plain = Ocr::new().find(&frame, Some(INVERTED), &query).await.unwrap();

@@ -134,7 +134,10 @@ steps:
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let ev = events(&run.unwrap());
     let st = statuses(&ev);
-    assert_eq!(st.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(), vec!["passed", "passed", "passed", "passed", "failed"]);
+    assert_eq!(
+        st.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        vec!["passed", "passed", "passed", "passed", "failed"]
+    );
     let still = ev.iter().find_map(|r| match &r.event {
         Event::Check { step: 2, kind, passed: true, note, .. } if kind == "wait_still" => Some(note.clone()),
         _ => None,
@@ -177,7 +180,13 @@ fn a_failed_reference_is_approved_from_the_run_and_then_passes() {
     assert!(scores.iter().any(|s| s.name == "area" && !s.passed && s.score < 0.95), "{scores:?}");
 
     // Approve that step from the run: the reference becomes the actual image.
-    let out = smoke().current_dir(project.path()).arg("approve").arg(&run).args(["--step", &step.to_string()]).output().unwrap();
+    let out = smoke()
+        .current_dir(project.path())
+        .arg("approve")
+        .arg(&run)
+        .args(["--step", &step.to_string()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("approved: step"), "{}", text(&out));
     let sidecar: serde_json::Value =
@@ -203,10 +212,7 @@ fn a_missing_reference_fails_before_the_run_with_the_command_that_creates_it() {
     let out = smoke().current_dir(project.path()).args(["validate", "scenarios/calculator.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("smoke run scenarios/calculator.yaml --os local --update-references missing"),
-        "{err}"
-    );
+    assert!(err.contains("smoke run scenarios/calculator.yaml --os local --update-references missing"), "{err}");
     // A needle that does not exist, or lacks the point a click names, is found before the run too.
     write(
         &project.path().join("scenarios/needles.yaml"),

@@ -10,9 +10,7 @@ use crate::frame::Frame;
 use crate::geometry::{Point, Rect};
 use crate::project::display_path;
 use crate::references::{Provenance, Sidecar};
-use crate::scenario::model::{
-    Check, Expect, NeedleCheck, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch,
-};
+use crate::scenario::model::{Check, Expect, NeedleCheck, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch};
 use crate::scenario::plan::UpdateReferences;
 use crate::vision;
 use crate::vision::needle::{AreaKind, NeedleImage, NeedleMatch, NeedleOptions};
@@ -111,7 +109,8 @@ impl Checker {
     async fn ocr_check(&self, c: &OcrCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
         let region = checked_region(c.region, frame)?;
         let ocr = if c.variants.is_empty() { self.ocr.clone() } else { self.ocr.clone().variants(c.variants.clone()) };
-        let found = ocr.find(frame, region, &text_query(&c.query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
+        let found =
+            ocr.find(frame, region, &text_query(&c.query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
         let mut e = Evaluation::new(found.found.is_some());
         e.text = Some(found.text.clone());
         e.found = found.found;
@@ -125,7 +124,13 @@ impl Checker {
             e.scores.push(score("edit distance", d as f64, Some(*max_distance as f64), true, found.found));
         }
         for p in &found.passes {
-            e.scores.push(score(format!("pass {}", p.variant), if p.matched { 1.0 } else { 0.0 }, None, p.matched, None));
+            e.scores.push(score(
+                format!("pass {}", p.variant),
+                if p.matched { 1.0 } else { 0.0 },
+                None,
+                p.matched,
+                None,
+            ));
         }
         Ok(e)
     }
@@ -185,7 +190,8 @@ impl Checker {
             e.scores.push(score("worst window", v as f64, None, true, Some(Rect::new(at.x, at.y, 1, 1))));
         }
         for (i, r) in c.regions.iter().enumerate() {
-            let rel = Rect::new(r.region.x.saturating_sub(area.x), r.region.y.saturating_sub(area.y), r.region.w, r.region.h);
+            let rel =
+                Rect::new(r.region.x.saturating_sub(area.x), r.region.y.saturating_sub(area.y), r.region.w, r.region.h);
             let sub = compare(&vision::ssim::SsimOptions { region: Some(rel), keep_map: false, ..options.clone() })?;
             let ok = sub.score >= r.threshold;
             passed &= ok;
@@ -193,7 +199,8 @@ impl Checker {
             e.scores.push(score(name, sub.score, Some(r.threshold), ok, Some(r.region)));
         }
         e.passed = passed;
-        e.score = Some(e.scores.iter().filter(|s| s.threshold.is_some()).map(|s| s.score).fold(f64::INFINITY, f64::min));
+        e.score =
+            Some(e.scores.iter().filter(|s| s.threshold.is_some()).map(|s| s.score).fold(f64::INFINITY, f64::min));
         e.threshold = Some(c.threshold);
         e.found = Some(area);
         if !passed {

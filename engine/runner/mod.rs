@@ -26,8 +26,8 @@ use crate::geometry::Point;
 use crate::results::{ResultsDir, annotate};
 use crate::rfb::RfbError;
 use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellAction, StillWait, Target};
-use crate::vision::still::ChangeWatcher;
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
+use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
 use screen::Screen;
 
@@ -443,16 +443,15 @@ impl<'a> Runner<'a> {
             if exited.is_none() {
                 exited = commands.exited(pid);
             }
-            if !running {
-                if let Some(status) = &exited {
-                    if !status.contains("exit status: 0") {
-                        return Err(StepError::Failed(format!(
-                            "{} exited ({status}) before its window appeared; its output:\n{}",
-                            l.process,
-                            crate::backend::local_desktop::tail(&log)
-                        )));
-                    }
-                }
+            if !running
+                && let Some(status) = &exited
+                && !status.contains("exit status: 0")
+            {
+                return Err(StepError::Failed(format!(
+                    "{} exited ({status}) before its window appeared; its output:\n{}",
+                    l.process,
+                    crate::backend::local_desktop::tail(&log)
+                )));
             }
             if running {
                 let frame = self.screen.capture().await?;
@@ -613,15 +612,16 @@ impl<'a> Runner<'a> {
                     reference: None,
                     diff: None,
                     note: None,
-                    scores: score.map(|s| crate::events::CheckScore {
-                        name: "zncc".into(),
-                        score: s,
-                        threshold: None,
-                        passed: found.is_some(),
-                        at: found.map(|(f, _)| f),
-                    })
-                    .into_iter()
-                    .collect(),
+                    scores: score
+                        .map(|s| crate::events::CheckScore {
+                            name: "zncc".into(),
+                            score: s,
+                            threshold: None,
+                            passed: found.is_some(),
+                            at: found.map(|(f, _)| f),
+                        })
+                        .into_iter()
+                        .collect(),
                     actual: None,
                     reference_path: None,
                 });
@@ -724,8 +724,7 @@ impl<'a> Runner<'a> {
                 let p = self.results.screenshot(n, &format!("actual-{name}"));
                 img.save_png(&p).ok().map(|_| self.results.relative(&p))
             });
-            let reference_path =
-                ev.reference_path.as_ref().map(|p| crate::project::absolute(p).display().to_string());
+            let reference_path = ev.reference_path.as_ref().map(|p| crate::project::absolute(p).display().to_string());
             self.events.emit(Event::Check {
                 step: n,
                 kind: e.check.kind().into(),
@@ -771,7 +770,17 @@ impl<'a> Runner<'a> {
             if ok || start.elapsed() >= budget {
                 let region = w.region.unwrap_or(frame.bounds());
                 let blinking = watcher.blinking();
-                self.screen_wait_event(n, "wait_change", ok, changed as f64, w.min_pixels as f64, region, polls, start, &blinking);
+                self.screen_wait_event(
+                    n,
+                    "wait_change",
+                    ok,
+                    changed as f64,
+                    w.min_pixels as f64,
+                    region,
+                    polls,
+                    start,
+                    &blinking,
+                );
                 if ok {
                     return Ok(());
                 }
@@ -787,7 +796,12 @@ impl<'a> Runner<'a> {
     }
 
     /// Poll until the screen (outside blinking cells) has not changed for `w.quiet`.
-    async fn wait_still(&mut self, n: usize, w: &StillWait, budget: Duration) -> Result<(), (StepError, Option<Frame>)> {
+    async fn wait_still(
+        &mut self,
+        n: usize,
+        w: &StillWait,
+        budget: Duration,
+    ) -> Result<(), (StepError, Option<Frame>)> {
         let budget = budget.max(w.quiet + Duration::from_secs(1));
         let start = Instant::now();
         let first = self.screen.capture().await.map_err(|e| (e.into(), None))?;
@@ -802,7 +816,17 @@ impl<'a> Runner<'a> {
             if ok || start.elapsed() >= budget {
                 let region = watcher.region();
                 let still = o.still_for.as_secs_f64();
-                self.screen_wait_event(n, "wait_still", ok, still, w.quiet.as_secs_f64(), region, polls, start, &o.blinking);
+                self.screen_wait_event(
+                    n,
+                    "wait_still",
+                    ok,
+                    still,
+                    w.quiet.as_secs_f64(),
+                    region,
+                    polls,
+                    start,
+                    &o.blinking,
+                );
                 if ok {
                     return Ok(());
                 }

@@ -31,7 +31,10 @@ pub const ACTIONS: &[(&str, &str)] = &[
         "wait_still",
         "Wait until the screen (or a region) has not changed for a while; blinking carets are masked. Alone or after an action.",
     ),
-    ("wait_change", "After the step's action: wait until the screen (or a region) changed. Alone: since the step started."),
+    (
+        "wait_change",
+        "After the step's action: wait until the screen (or a region) changed. Alone: since the step started.",
+    ),
     ("verify", "A check (or list of checks) that must hold; polled until the timeout."),
     ("verify_not", "A check (or list of checks) that must NOT hold; polled until the timeout."),
     ("screenshot", "Save a screenshot (optionally of a region) into the results."),
@@ -296,10 +299,17 @@ impl Check {
 /// Text to find: a substring (whitespace-normalised) or a regular expression.
 #[derive(Debug, Clone)]
 pub enum TextMatch {
-    Contains { text: String, case_sensitive: bool },
+    Contains {
+        text: String,
+        case_sensitive: bool,
+    },
     Regex(regex::Regex),
     /// A substring read with up to `max_distance` edits.
-    Fuzzy { text: String, case_sensitive: bool, max_distance: u32 },
+    Fuzzy {
+        text: String,
+        case_sensitive: bool,
+        max_distance: u32,
+    },
 }
 
 impl std::fmt::Display for TextMatch {

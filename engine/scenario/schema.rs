@@ -124,9 +124,13 @@ fn defs() -> Value {
             "regex" => json!({"type": "string"}),
             "case_sensitive" | "double" => json!({"type": "boolean"}),
             "image" => json!({"type": "string", "description": "An image found on screen by template match."}),
-            "needle" => json!({"type": "string", "description": "A needle found on screen; the click goes to its point."}),
+            "needle" => {
+                json!({"type": "string", "description": "A needle found on screen; the click goes to its point."})
+            }
             "point" => json!({"type": "string", "description": "The id of the needle's click point."}),
-            "max_distance" => json!({"type": "integer", "minimum": 0, "description": "Edits the OCR reading may differ by."}),
+            "max_distance" => {
+                json!({"type": "integer", "minimum": 0, "description": "Edits the OCR reading may differ by."})
+            }
             "threshold" => json!({"type": "number", "minimum": 0, "maximum": 1}),
             "region" => json!({"$ref": "#/$defs/rect"}),
             "offset" => json!({"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}),

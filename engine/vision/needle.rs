@@ -162,9 +162,12 @@ impl NeedleImage {
         let json = path.with_extension("json");
         let png = path.with_extension("png");
         let shown = json.display().to_string();
-        let text = std::fs::read_to_string(&json).map_err(|source| NeedleError::Read { path: shown.clone(), source })?;
-        let spec: NeedleSpec = serde_json::from_str(&text)
-            .map_err(|e| NeedleError::Json { path: format!("{shown}:{}:{}", e.line(), e.column()), message: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&json).map_err(|source| NeedleError::Read { path: shown.clone(), source })?;
+        let spec: NeedleSpec = serde_json::from_str(&text).map_err(|e| NeedleError::Json {
+            path: format!("{shown}:{}:{}", e.line(), e.column()),
+            message: e.to_string(),
+        })?;
         let image = Frame::load_png(&png)
             .map_err(|e| NeedleError::Image { path: png.display().to_string(), message: e.to_string() })?;
         let name = json.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
@@ -217,8 +220,11 @@ impl NeedleImage {
             let r = a.rect();
             let crop = image.crop(r).ok_or_else(|| invalid(format!("area {i} lies outside the image")))?;
             let mask = Mask::from_rects(excludes.iter().copied()).relative_to(r);
-            let t = template::Needle::with_mask(&crop, &mask)
-                .map_err(|source| NeedleError::Area { path: shown.clone(), index: i, source })?;
+            let t = template::Needle::with_mask(&crop, &mask).map_err(|source| NeedleError::Area {
+                path: shown.clone(),
+                index: i,
+                source,
+            })?;
             templates.push((i, t));
         }
         Ok(NeedleImage { name, path, spec, image, templates })
@@ -233,7 +239,9 @@ impl NeedleImage {
     /// first match area, when `id` is `None`).
     pub fn point(&self, id: Option<&str>) -> Option<Point> {
         match id {
-            Some(id) => self.spec.points.iter().find(|p| p.id.as_deref() == Some(id)).map(|p| Point::new(p.at[0], p.at[1])),
+            Some(id) => {
+                self.spec.points.iter().find(|p| p.id.as_deref() == Some(id)).map(|p| Point::new(p.at[0], p.at[1]))
+            }
             None => match self.spec.points.as_slice() {
                 [one] => Some(Point::new(one.at[0], one.at[1])),
                 [] => self.spec.areas.iter().find(|a| a.kind == AreaKind::Match).map(|a| a.rect().center()),
@@ -310,11 +318,7 @@ impl NeedleMatch {
             .map(|a| {
                 let what = match a.kind {
                     AreaKind::Ocr => format!("read {:?}", a.text.as_deref().unwrap_or("")),
-                    _ => format!(
-                        "zncc {:.3}, block diff {:.1}",
-                        a.score,
-                        a.block_difference.unwrap_or(0.0)
-                    ),
+                    _ => format!("zncc {:.3}, block diff {:.1}", a.score, a.block_difference.unwrap_or(0.0)),
                 };
                 format!(
                     "area {} {} at {} ({what}, {}, threshold {})",
@@ -341,7 +345,11 @@ pub struct NeedleOptions {
 
 /// Search `needle`'s match areas on `screen` (ocr areas are listed, not judged:
 /// see [`NeedleMatch::areas`] with `kind == Ocr`, filled in by the caller).
-pub fn find_needle(screen: &Frame, needle: &NeedleImage, options: &NeedleOptions) -> Result<NeedleMatch, TemplateError> {
+pub fn find_needle(
+    screen: &Frame,
+    needle: &NeedleImage,
+    options: &NeedleOptions,
+) -> Result<NeedleMatch, TemplateError> {
     let limit = options.region.and_then(|r| r.intersect(&screen.bounds())).unwrap_or(screen.bounds());
     let spec_of = |i: usize| &needle.spec.areas[i];
     let opts_for = |a: &AreaSpec, region: Rect| MatchOptions {
@@ -509,10 +517,9 @@ pub fn import_openqa(json: &str, source: &str) -> Result<(NeedleSpec, Vec<String
             area.margin = Some(a.get("margin").and_then(|m| m.as_f64()).map_or(DEFAULT_MARGIN, |m| m.max(0.0) as u32));
             match a.get("click_point") {
                 None | Some(serde_json::Value::Null) => {}
-                Some(serde_json::Value::String(s)) if s == "center" => spec.points.push(PointSpec {
-                    id: None,
-                    at: [rect[0] + rect[2] / 2, rect[1] + rect[3] / 2],
-                }),
+                Some(serde_json::Value::String(s)) if s == "center" => {
+                    spec.points.push(PointSpec { id: None, at: [rect[0] + rect[2] / 2, rect[1] + rect[3] / 2] })
+                }
                 Some(cp) => {
                     let (x, y) = (num(cp, "xpos")?, num(cp, "ypos")?);
                     spec.points.push(PointSpec { id: None, at: [rect[0] + x, rect[1] + y] });

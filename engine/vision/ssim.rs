@@ -229,9 +229,11 @@ pub fn ssim_frames_colour(a: &Frame, b: &Frame, options: &SsimOptions) -> Result
     check_same_size(a.width(), a.height(), b.width(), b.height())?;
     let area = match options.region {
         None => a.bounds(),
-        Some(region) => region
-            .intersect(&a.bounds())
-            .ok_or(SsimError::RegionOutside { region, width: a.width(), height: a.height() })?,
+        Some(region) => region.intersect(&a.bounds()).ok_or(SsimError::RegionOutside {
+            region,
+            width: a.width(),
+            height: a.height(),
+        })?,
     };
     let mask = options.mask.relative_to(area);
     let mut channels = [0f64; 3];

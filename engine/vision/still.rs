@@ -150,12 +150,15 @@ impl ChangeWatcher {
             for c in &mut self.cells {
                 c.last_change = Some(t);
             }
-            return Observation { changed_pixels: frame.bounds().area(), still_for: Duration::ZERO, blinking: Vec::new() };
+            return Observation {
+                changed_pixels: frame.bounds().area(),
+                still_for: Duration::ZERO,
+                blinking: Vec::new(),
+            };
         }
         let hashes = self.hashes(frame);
         let mut changed = 0u64;
-        for i in 0..self.cells.len() {
-            let h = hashes[i];
+        for (i, &h) in hashes.iter().enumerate() {
             if h == self.cells[i].current {
                 continue;
             }
@@ -186,11 +189,7 @@ impl ChangeWatcher {
         }
         self.last = frame.clone();
         let last_change = self.cells.iter().filter_map(|c| c.last_change).max().unwrap_or(self.started);
-        Observation {
-            changed_pixels: changed,
-            still_for: t.saturating_sub(last_change),
-            blinking: self.blinking(),
-        }
+        Observation { changed_pixels: changed, still_for: t.saturating_sub(last_change), blinking: self.blinking() }
     }
 
     /// Rectangles of the cells found to blink.

@@ -187,7 +187,14 @@ pub async fn ocr(
             let f = ocr.find(&frame, region, &query).await.map_err(|e| e.to_string())?;
             let mut lines = vec![format!("found: {}", if f.found.is_some() { "yes" } else { "no" })];
             if let (Some(b), Some(m)) = (f.found, &f.matched) {
-                lines.push(format!("match: {m:?} at {},{} {}x{} ({} edits)", b.x, b.y, b.w, b.h, f.distance.unwrap_or(0)));
+                lines.push(format!(
+                    "match: {m:?} at {},{} {}x{} ({} edits)",
+                    b.x,
+                    b.y,
+                    b.w,
+                    b.h,
+                    f.distance.unwrap_or(0)
+                ));
             }
             for p in &f.passes {
                 lines.push(format!("pass {}: {}", p.variant, if p.matched { "matched" } else { "no match" }));

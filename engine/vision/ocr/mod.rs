@@ -217,7 +217,14 @@ impl Ocr {
                 });
             }
         }
-        Ok(OcrFind { found: None, matched: None, distance: None, text: last_text, variant: last_variant.name(), passes })
+        Ok(OcrFind {
+            found: None,
+            matched: None,
+            distance: None,
+            text: last_text,
+            variant: last_variant.name(),
+            passes,
+        })
     }
 
     async fn pass(&self, gray: &GrayImage, area: Rect, variant: OcrVariant) -> Result<OcrText, OcrError> {

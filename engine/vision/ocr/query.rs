@@ -68,7 +68,11 @@ impl TextQuery {
                     return Err(QueryError::Empty);
                 }
                 let fold = |c: char| if *case_sensitive { c } else { c.to_lowercase().next().unwrap_or(c) };
-                Ok(Matcher::Fuzzy { pattern: norm.chars().map(fold).collect(), case_sensitive: *case_sensitive, max: *max_distance })
+                Ok(Matcher::Fuzzy {
+                    pattern: norm.chars().map(fold).collect(),
+                    case_sensitive: *case_sensitive,
+                    max: *max_distance,
+                })
             }
             other => Ok(Matcher::Regex(other.as_regex()?)),
         }
