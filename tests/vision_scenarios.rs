@@ -156,6 +156,19 @@ fn a_failed_reference_is_approved_from_the_run_and_then_passes() {
     let _desktop = lock();
     let project = project_copy();
     let reference = project.path().join("reference/calculator/local/display.png");
+    // Created from a run: the reference and its sidecar.
+    std::fs::remove_file(&reference).unwrap();
+    let created = project.path().join("results0");
+    let (out, _) =
+        support::run(project.path(), "scenarios/calculator.yaml", &created, &["--update-references", "missing"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(
+        (sidecar["how"].as_str(), sidecar["step"].as_u64(), sidecar["threshold"].as_f64()),
+        (Some("update-references"), Some(6), Some(0.98))
+    );
+    assert_eq!(sidecar["region"], serde_json::json!([482, 230, 314, 48]));
     let good = smoke::frame::Frame::load_png(&reference).unwrap();
     // A wrong reference of the right size: the display showing nothing.
     let mut wrong = good.clone();

@@ -93,6 +93,11 @@ impl Checker {
         self.provenance = provenance;
     }
 
+    /// The step whose checks come next (recorded in reference sidecars).
+    pub fn set_step(&mut self, step: usize) {
+        self.provenance.step = Some(step);
+    }
+
     /// Evaluate one expectation on `frame`.
     pub async fn evaluate(&mut self, expect: &Expect, frame: &Frame) -> Result<Evaluation, CheckError> {
         let mut e = match &expect.check {

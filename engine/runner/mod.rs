@@ -420,6 +420,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
+        self.checker.set_step(n);
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
         let commands =
@@ -654,6 +655,7 @@ impl<'a> Runner<'a> {
         budget: Duration,
         what: &str,
     ) -> Result<(bool, Frame), StepError> {
+        self.checker.set_step(n);
         let start = Instant::now();
         let mut polls = 0u32;
         let mut last: Option<(Frame, Vec<Evaluation>)> = None;
