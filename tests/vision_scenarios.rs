@@ -117,6 +117,8 @@ steps:
   - label: still, although the cursor blinks
     wait_still: 1s
     timeout: 8s
+  - label: the caret is known from the start now
+    wait_still: {for: 500ms, region: [100, 100, 400, 140]}
   - label: typed text changes the screen
     type: hello
     wait_change: {region: [100, 100, 400, 140]}
@@ -136,7 +138,7 @@ steps:
     let st = statuses(&ev);
     assert_eq!(
         st.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
-        vec!["passed", "passed", "passed", "passed", "failed"]
+        vec!["passed", "passed", "passed", "passed", "passed", "failed"]
     );
     let still = ev.iter().find_map(|r| match &r.event {
         Event::Check { step: 2, kind, passed: true, note, .. } if kind == "wait_still" => Some(note.clone()),
@@ -144,8 +146,14 @@ steps:
     });
     let note = still.expect("the still wait of step 2").unwrap_or_default();
     assert!(note.contains("blinking, masked"), "the caret was found and masked: {note}");
+    // The next wait knew the caret from its first frame.
+    let known = ev.iter().find_map(|r| match &r.event {
+        Event::Check { step: 3, kind, passed: true, note, .. } if kind == "wait_still" => Some(note.clone()),
+        _ => None,
+    });
+    assert!(known.expect("the second still wait").unwrap_or_default().contains("blinking, masked"));
     let error = ev.iter().find_map(|r| match &r.event {
-        Event::StepFinished { step: 5, error: Some(e), .. } => Some(e.clone()),
+        Event::StepFinished { step: 6, error: Some(e), .. } => Some(e.clone()),
         _ => None,
     });
     assert!(error.unwrap().contains("kept changing"));

@@ -103,6 +103,9 @@ pub struct Runner<'a> {
     frame_index: Option<FrameIndex<'a>>,
     /// The cancel level that interrupts the current phase.
     interrupt_at: Cancel,
+    /// Cells seen blinking (a caret) by screen waits, with their two contents:
+    /// later waits know them from their first frame.
+    blinkers: Vec<(crate::geometry::Rect, Vec<u64>)>,
 }
 
 /// What one attempt of a step produced.
@@ -143,6 +146,7 @@ impl<'a> Runner<'a> {
             cancel: p.cancel,
             frame_index: p.frame_index,
             interrupt_at: Cancel::Soft,
+            blinkers: Vec::new(),
         }
     }
 
@@ -762,6 +766,7 @@ impl<'a> Runner<'a> {
     ) -> Result<(), (StepError, Option<Frame>)> {
         let start = Instant::now();
         let mut watcher = ChangeWatcher::new(before, w.region, w.tolerance, Duration::ZERO);
+        watcher.learn(&self.blinkers);
         let mut polls = 0u32;
         loop {
             let frame = self.screen.capture().await.map_err(|e| (e.into(), None))?;
@@ -770,6 +775,7 @@ impl<'a> Runner<'a> {
             let changed = watcher.changed_since(before, &frame);
             let ok = changed >= w.min_pixels;
             if ok || start.elapsed() >= budget {
+                self.remember_blinkers(&watcher);
                 let region = w.region.unwrap_or(frame.bounds());
                 let blinking = watcher.blinking();
                 self.screen_wait_event(
@@ -808,6 +814,7 @@ impl<'a> Runner<'a> {
         let start = Instant::now();
         let first = self.screen.capture().await.map_err(|e| (e.into(), None))?;
         let mut watcher = ChangeWatcher::new(&first, w.region, w.tolerance, Duration::ZERO);
+        watcher.learn(&self.blinkers);
         let mut polls = 1u32;
         loop {
             self.sleep(SCREEN_POLL).await.map_err(|e| (e, None))?;
@@ -816,6 +823,7 @@ impl<'a> Runner<'a> {
             let o = watcher.observe(&frame, start.elapsed());
             let ok = o.still_for >= w.quiet;
             if ok || start.elapsed() >= budget {
+                self.remember_blinkers(&watcher);
                 let region = watcher.region();
                 let still = o.still_for.as_secs_f64();
                 self.screen_wait_event(
@@ -840,6 +848,13 @@ impl<'a> Runner<'a> {
                 );
                 return Err((StepError::Failed(why), Some(frame)));
             }
+        }
+    }
+
+    fn remember_blinkers(&mut self, watcher: &ChangeWatcher) {
+        for (rect, states) in watcher.blinkers() {
+            self.blinkers.retain(|(r, _)| *r != rect);
+            self.blinkers.push((rect, states));
         }
     }
 

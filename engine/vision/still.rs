@@ -5,13 +5,17 @@
 //! tolerance), never a mean: a mean over a screen hides a small change (one
 //! digit is 0.01 % of 1280x720) and lets noise add up.
 //!
-//! Blinking is told apart from change: the screen is cut into 16x16 cells and
-//! each cell's content is remembered (as a hash). A cell that flips back and
-//! forth between exactly two contents, at least three times (A B A B), is a
-//! blinker (a text caret, a blinking cursor, a pulsing LED) and is masked from
-//! then on. A cell that shows a third content is not a blinker: a spinner or a
-//! progress bar is change. When a cell is found to blink, its earlier flips are
-//! forgiven, so a caret does not keep `wait_still` waiting.
+//! Blinking is told apart from change: the screen is cut into 16x16 cells
+//! (aligned to the screen, clipped to the region) and each cell's content is
+//! remembered (as a hash). A cell that flips back and forth between exactly two
+//! contents, at least three times (A B A B), is a blinker (a text caret, a
+//! blinking cursor, a pulsing LED): its two contents are no change from then
+//! on, any other content is. A cell that shows a third content before it was
+//! found to blink is not a blinker: a spinner or a progress bar is change. When
+//! a cell is found to blink, its earlier flips are forgiven, so a caret does not
+//! keep `wait_still` waiting. Blinkers found by one watcher can be handed to the
+//! next ([`ChangeWatcher::blinkers`], [`ChangeWatcher::learn`]), so a caret seen
+//! blinking once is known from the start of the next wait.
 
 use std::time::Duration;
 
@@ -80,7 +84,8 @@ pub struct Observation {
 pub struct ChangeWatcher {
     region: Rect,
     tolerance: u8,
-    cols: u32,
+    /// The cells, screen-aligned and clipped to the region, row by row.
+    rects: Vec<Rect>,
     cells: Vec<Cell>,
     last: Frame,
     started: Duration,
@@ -91,12 +96,19 @@ impl ChangeWatcher {
     /// `region` (the whole frame when `None`).
     pub fn new(first: &Frame, region: Option<Rect>, tolerance: u8, t: Duration) -> ChangeWatcher {
         let region = region.and_then(|r| r.intersect(&first.bounds())).unwrap_or(first.bounds());
-        let (cols, rows) = (region.w.div_ceil(CELL), region.h.div_ceil(CELL));
+        let mut rects = Vec::new();
+        for cy in region.y / CELL..region.bottom().div_ceil(CELL) {
+            for cx in region.x / CELL..region.right().div_ceil(CELL) {
+                if let Some(r) = Rect::new(cx * CELL, cy * CELL, CELL, CELL).intersect(&region) {
+                    rects.push(r);
+                }
+            }
+        }
         let mut w = ChangeWatcher {
             region,
             tolerance,
-            cols,
-            cells: vec![Cell::default(); (cols * rows) as usize],
+            cells: vec![Cell::default(); rects.len()],
+            rects,
             last: first.clone(),
             started: t,
         };
@@ -113,33 +125,32 @@ impl ChangeWatcher {
     }
 
     fn cell_rect(&self, i: usize) -> Rect {
-        let (cx, cy) = (i as u32 % self.cols, i as u32 / self.cols);
-        let x = self.region.x + cx * CELL;
-        let y = self.region.y + cy * CELL;
-        Rect::new(x, y, CELL.min(self.region.right() - x), CELL.min(self.region.bottom() - y))
+        self.rects[i]
     }
 
-    /// A hash of each cell's pixels (FNV-1a over 8-byte words).
+    /// A hash of each cell's pixels.
     fn hashes(&self, frame: &Frame) -> Vec<u64> {
-        let mut out = vec![0xcbf2_9ce4_8422_2325u64; self.cells.len()];
-        let stride = frame.width() as usize * 4;
-        for y in self.region.y..self.region.bottom() {
-            let row_cell = ((y - self.region.y) / CELL * self.cols) as usize;
-            let start = y as usize * stride + self.region.x as usize * 4;
-            let Some(row) = frame.pixels().get(start..start + self.region.w as usize * 4) else {
-                continue;
-            };
-            for (cx, chunk) in row.chunks(CELL as usize * 4).enumerate() {
-                let h = &mut out[row_cell + cx];
-                for word in chunk.chunks(8) {
-                    let mut v = [0u8; 8];
-                    v[..word.len()].copy_from_slice(word);
-                    *h ^= u64::from_le_bytes(v);
-                    *h = h.wrapping_mul(0x0100_0000_01b3);
-                }
+        self.rects.iter().map(|r| cell_hash(frame, *r)).collect()
+    }
+
+    /// The cells found to blink, each with its two contents (to hand to [`Self::learn`]).
+    pub fn blinkers(&self) -> Vec<(Rect, Vec<u64>)> {
+        self.cells.iter().zip(&self.rects).filter(|(c, _)| c.blinking()).map(|(c, r)| (*r, c.states.clone())).collect()
+    }
+
+    /// Take blinkers found earlier: a cell of the same rectangle that shows one
+    /// of their contents now blinks from the start.
+    pub fn learn(&mut self, known: &[(Rect, Vec<u64>)]) {
+        for (r, states) in known {
+            let Some(i) = self.rects.iter().position(|x| x == r) else { continue };
+            let cell = &mut self.cells[i];
+            if states.len() == 2 && states.contains(&cell.current) {
+                cell.states = states.clone();
+                cell.flips = cell.flips.max(BLINK_FLIPS);
+                cell.busy = false;
+                cell.last_change = None;
             }
         }
-        out
     }
 
     /// Take the next frame, seen at time `t`.
@@ -166,8 +177,10 @@ impl ChangeWatcher {
             let n = changed_pixels(&self.last, frame, Some(rect), self.tolerance).unwrap_or(0);
             let cell = &mut self.cells[i];
             cell.current = h;
-            if !cell.states.contains(&h) {
+            let known = cell.states.contains(&h);
+            if !known {
                 if cell.states.len() >= 2 {
+                    // a third content: change, whether or not it blinked before
                     cell.busy = true;
                 }
                 cell.states.push(h);
@@ -197,19 +210,40 @@ impl ChangeWatcher {
         self.cells.iter().enumerate().filter(|(_, c)| c.blinking()).map(|(i, _)| self.cell_rect(i)).collect()
     }
 
-    /// Pixels of `frame` that differ from `baseline` inside the region,
-    /// outside the cells known to blink.
+    /// Pixels of `frame` that differ from `baseline` inside the region; a
+    /// blinking cell counts only when it shows neither of its two contents.
     pub fn changed_since(&self, baseline: &Frame, frame: &Frame) -> u64 {
-        let blinkers = self.blinking();
-        if blinkers.is_empty() {
-            return changed_pixels(baseline, frame, Some(self.region), self.tolerance).unwrap_or(u64::MAX);
+        if (baseline.width(), baseline.height()) != (frame.width(), frame.height()) {
+            return frame.bounds().area();
         }
-        (0..self.cells.len())
-            .map(|i| self.cell_rect(i))
-            .filter(|r| !blinkers.contains(r))
-            .map(|r| changed_pixels(baseline, frame, Some(r), self.tolerance).unwrap_or(r.area()))
+        self.rects
+            .iter()
+            .zip(&self.cells)
+            .map(|(r, c)| {
+                if c.blinking() && c.states.contains(&cell_hash(frame, *r)) {
+                    return 0;
+                }
+                changed_pixels(baseline, frame, Some(*r), self.tolerance).unwrap_or(r.area())
+            })
             .sum()
     }
+}
+
+/// FNV-1a over the cell's pixel rows, 8 bytes at a time.
+fn cell_hash(frame: &Frame, r: Rect) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let stride = frame.width() as usize * 4;
+    for y in r.y..r.bottom() {
+        let start = y as usize * stride + r.x as usize * 4;
+        let Some(row) = frame.pixels().get(start..start + r.w as usize * 4) else { continue };
+        for word in row.chunks(8) {
+            let mut v = [0u8; 8];
+            v[..word.len()].copy_from_slice(word);
+            h ^= u64::from_le_bytes(v);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 #[cfg(test)]
@@ -268,6 +302,29 @@ mod tests {
         let o = w.observe(&moved, ms(2000));
         assert_eq!((o.changed_pixels, o.still_for), (16, Duration::ZERO));
         assert_eq!(w.changed_since(&off, &moved), 16);
+        // Typing into the caret's cell is a third content: change.
+        let mut typed = on.clone();
+        draw(&mut typed, Rect::new(24, 20, 6, 12), [0, 0, 0]);
+        assert!(w.changed_since(&off, &typed) > 0);
+        // A new watcher that learns the blinker masks it from the first frame.
+        let mut next = ChangeWatcher::new(&on, None, 0, ms(0));
+        next.learn(&w.blinkers());
+        assert_eq!(next.observe(&off, ms(100)).changed_pixels, 0);
+        assert_eq!(next.changed_since(&on, &off), 0);
+        assert!(next.changed_since(&on, &typed) > 0);
+        // Cells are aligned to the screen, clipped to the region.
+        let r = ChangeWatcher::new(&off, Some(Rect::new(10, 10, 30, 8)), 0, ms(0));
+        assert_eq!(
+            r.rects,
+            vec![
+                Rect::new(10, 10, 6, 6),
+                Rect::new(16, 10, 16, 6),
+                Rect::new(32, 10, 8, 6),
+                Rect::new(10, 16, 6, 2),
+                Rect::new(16, 16, 16, 2),
+                Rect::new(32, 16, 8, 2)
+            ]
+        );
         // A spinner shows a third state: never a blinker.
         let mut w = ChangeWatcher::new(&off, None, 0, ms(0));
         for (i, shade) in [10u8, 90, 170, 10, 90, 170, 10].iter().enumerate() {
