@@ -43,7 +43,8 @@ fn judge(base: &str, screen: &str, region: Rect, regions: Vec<SsimRegion>, colou
     load(base).crop(region).unwrap().save_png(&reference).unwrap();
     let expect = check(reference, region, regions, colour);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(Checker::new(UpdateReferences::None).evaluate(&expect, &load(screen))).unwrap_or_else(|e| panic!("{e:?}"))
+    rt.block_on(Checker::new(UpdateReferences::None).evaluate(&expect, &load(screen)))
+        .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 fn line_region() -> Vec<SsimRegion> {
