@@ -28,7 +28,7 @@ fn dialog_project() -> tempfile::TempDir {
   "areas": [
     {"type": "match", "rect": [300, 220, 278, 36]},
     {"type": "match", "rect": [301, 257, 145, 30]},
-    {"type": "ocr", "rect": [300, 220, 278, 36], "text": "Delete the file report-2024.txt?", "max_distance": 3}
+    {"type": "ocr", "rect": [300, 220, 278, 36], "text": "Delete the file report-2024.txt?", "threshold": 0.9, "margin": 4}
   ],
   "points": [{"id": "delete", "at": [335, 272]}, {"id": "cancel", "at": [408, 272]}]
 }"#,

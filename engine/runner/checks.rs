@@ -280,10 +280,15 @@ impl Checker {
         for a in m.areas.iter_mut().filter(|a| a.kind == AreaKind::Ocr) {
             let spec = &needle.spec.areas[a.index];
             let want = spec.text.clone().unwrap_or_default();
-            let max = spec.max_distance.unwrap_or(0);
-            let query = vision::ocr::TextQuery::fuzzy(want.clone(), false, max);
-            let found = ocr.find(frame, Some(a.found), &query).await.map_err(|e| CheckError::Infra(e.to_string()))?;
             let len = want.chars().count().max(1) as f64;
+            // `max_distance`, else `threshold` as the least similarity (1 - edits / length)
+            let max = spec
+                .max_distance
+                .or(spec.threshold.map(|t| ((1.0 - t) * len + 1e-9).floor().max(0.0) as u32))
+                .unwrap_or(0);
+            let query = vision::ocr::TextQuery::fuzzy(want.clone(), false, max);
+            let read = a.found.expand(spec.margin.unwrap_or(0), &frame.bounds());
+            let found = ocr.find(frame, Some(read), &query).await.map_err(|e| CheckError::Infra(e.to_string()))?;
             a.passed = found.found.is_some();
             a.score = found.distance.map_or(0.0, |d| 1.0 - d as f64 / len);
             a.threshold = 1.0 - max as f64 / len;

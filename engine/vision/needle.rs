@@ -29,8 +29,9 @@
 //!   All match areas must pass.
 //! * `exclude` areas are ignored inside match areas (clocks, user names).
 //! * `ocr` areas must read `text` (case-insensitive, whitespace-normalised,
-//!   `max_distance` edits allowed) at their displaced position; they are judged
-//!   by [`crate::vision::ocr`] after the image areas passed.
+//!   `max_distance` edits allowed, or a `threshold` of similarity) at their
+//!   displaced position, widened by their `margin`; they are judged by
+//!   [`crate::vision::ocr`] after the image areas passed.
 //! * `points` are click points; `click: {needle: NAME, point: ID}` clicks the
 //!   displaced point. Without points the centre of the first match area is the
 //!   click point. Several points need ids.
@@ -90,10 +91,12 @@ pub struct AreaSpec {
     pub kind: AreaKind,
     /// `[x, y, width, height]` in PNG pixels.
     pub rect: [u32; 4],
-    /// Match: minimum ZNCC (default 0.95).
+    /// Match: minimum ZNCC (default 0.95). Ocr: minimum similarity of the text
+    /// read, 1 - edits / length (used when `max_distance` is not given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
-    /// Match and ocr: how far from its expected place the area may be (default 50).
+    /// Match: how far from its expected place the area may be found (default 50).
+    /// Ocr: how far around its displaced place the text is read (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub margin: Option<u32>,
     /// Match: the largest mean RGB difference of any 4x4 block (default 24; 255 turns
