@@ -235,7 +235,7 @@ impl Checker {
         let needle = self.needle(&path)?;
         let mut e = Evaluation::new(m.passed());
         e.score = Some(m.score());
-        e.threshold = m.areas.iter().find(|a| a.kind == AreaKind::Match).map(|a| a.threshold);
+        e.threshold = m.threshold();
         e.found = m.first_box();
         e.note = Some(format!("offset ({}, {}): {}", m.offset.0, m.offset.1, m.describe()));
         e.text = m.areas.iter().filter_map(|a| a.text.clone()).reduce(|a, b| format!("{a}\n{b}"));

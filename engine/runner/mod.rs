@@ -765,6 +765,7 @@ impl<'a> Runner<'a> {
         budget: Duration,
     ) -> Result<(), (StepError, Option<Frame>)> {
         let start = Instant::now();
+        region_on_screen(w.region, before).map_err(|e| (e, None))?;
         let mut watcher = ChangeWatcher::new(before, w.region, w.tolerance, Duration::ZERO);
         watcher.learn(&self.blinkers);
         let mut polls = 0u32;
@@ -813,6 +814,7 @@ impl<'a> Runner<'a> {
         let budget = budget.max(w.quiet + Duration::from_secs(1));
         let start = Instant::now();
         let first = self.screen.capture().await.map_err(|e| (e.into(), None))?;
+        region_on_screen(w.region, &first).map_err(|e| (e, None))?;
         let mut watcher = ChangeWatcher::new(&first, w.region, w.tolerance, Duration::ZERO);
         watcher.learn(&self.blinkers);
         let mut polls = 1u32;
@@ -942,6 +944,16 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+    }
+}
+
+/// A screen wait's region must lie on the screen.
+fn region_on_screen(region: Option<crate::geometry::Rect>, frame: &Frame) -> Result<(), StepError> {
+    match region {
+        Some(r) if r.is_empty() || !frame.bounds().contains_rect(&r) => {
+            Err(StepError::Failed(format!("region {r} lies outside the {}x{} screen", frame.width(), frame.height())))
+        }
+        _ => Ok(()),
     }
 }
 

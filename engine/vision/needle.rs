@@ -296,9 +296,21 @@ impl NeedleMatch {
         self.found && self.areas.iter().all(|a| a.passed)
     }
 
-    /// The lowest area score (what a threshold is compared with).
+    /// The lowest ZNCC of the match areas (ocr areas have scores of their own
+    /// in [`Self::areas`]).
     pub fn score(&self) -> f64 {
-        self.areas.iter().filter(|a| a.kind != AreaKind::Exclude).map(|a| a.score).fold(f64::INFINITY, f64::min)
+        let low =
+            self.areas.iter().filter(|a| a.kind == AreaKind::Match).map(|a| a.score).fold(f64::INFINITY, f64::min);
+        if low.is_finite() { low } else { 0.0 }
+    }
+
+    /// The threshold of the match area with the lowest score.
+    pub fn threshold(&self) -> Option<f64> {
+        self.areas
+            .iter()
+            .filter(|a| a.kind == AreaKind::Match)
+            .min_by(|a, b| a.score.total_cmp(&b.score))
+            .map(|a| a.threshold)
     }
 
     /// The box of the first match area (found or best candidate).
