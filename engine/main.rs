@@ -303,26 +303,16 @@ fn approve(results: &Path, step: Option<usize>, all: bool, failed: bool) -> anyh
 fn needle_import(files: &[PathBuf], to: &Path) -> anyhow::Result<u8> {
     let mut failed = 0;
     for f in files {
-        let result = (|| -> anyhow::Result<PathBuf> {
-            let json = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            let (spec, notes) = smoke::vision::needle::import_openqa(&json, &f.display().to_string())
-                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-            let png = f.with_extension("png");
-            let image = smoke::frame::Frame::load_png(&png).with_context(|| format!("loading {}", png.display()))?;
-            let name = f.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-            // validate before writing: areas inside the image, a match area with structure
-            smoke::vision::needle::NeedleImage::from_parts(name.clone(), f.clone(), spec.clone(), image.clone())?;
-            let out = smoke::vision::needle::save(to, &name, &spec, &image)?;
-            for n in notes {
-                eprintln!("note: {}: {n}", f.display());
+        match smoke::vision::needle::import_openqa_file(f, to) {
+            Ok((out, notes)) => {
+                println!("imported: {} -> {}", f.display(), smoke::project::display_path(&out));
+                for n in notes {
+                    eprintln!("note: {}: {n}", f.display());
+                }
             }
-            Ok(out)
-        })();
-        match result {
-            Ok(out) => println!("imported: {} -> {}", f.display(), smoke::project::display_path(&out)),
             Err(e) => {
                 failed += 1;
-                eprintln!("smoke: error: {e:#}");
+                eprintln!("smoke: error: {e}");
             }
         }
     }

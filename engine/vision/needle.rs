@@ -555,6 +555,23 @@ pub fn import_openqa(json: &str, source: &str) -> Result<(NeedleSpec, Vec<String
     Ok((spec, notes))
 }
 
+/// Import one openQA needle (`NAME.json` with `NAME.png` beside it) into
+/// `to` as a smoke needle; returns the new sidecar's path and notes on what was
+/// changed. The result is checked (areas inside the image, a match area with
+/// structure) before anything is written.
+pub fn import_openqa_file(json: &Path, to: &Path) -> Result<(PathBuf, Vec<String>), NeedleError> {
+    let shown = json.display().to_string();
+    let text = std::fs::read_to_string(json).map_err(|source| NeedleError::Read { path: shown.clone(), source })?;
+    let (spec, notes) =
+        import_openqa(&text, &shown).map_err(|message| NeedleError::Invalid { path: shown.clone(), message })?;
+    let png = json.with_extension("png");
+    let image = Frame::load_png(&png)
+        .map_err(|e| NeedleError::Image { path: png.display().to_string(), message: e.to_string() })?;
+    let name = json.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    NeedleImage::from_parts(name.clone(), json.to_path_buf(), spec.clone(), image.clone())?;
+    Ok((save(to, &name, &spec, &image)?, notes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
