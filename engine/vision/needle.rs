@@ -154,11 +154,6 @@ pub struct NeedleImage {
     templates: Vec<(usize, template::Needle)>,
 }
 
-/// The sidecar of `png` (`NAME.png` -> `NAME.json`), or the PNG of a sidecar.
-pub fn sidecar_of(png: &Path) -> PathBuf {
-    png.with_extension("json")
-}
-
 impl NeedleImage {
     /// Load `NAME.json` and `NAME.png` (either path may be given).
     pub fn load(path: &Path) -> Result<NeedleImage, NeedleError> {
