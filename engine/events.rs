@@ -168,6 +168,16 @@ pub enum Event {
         diff: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        /// Every partial score behind the verdict (SSIM per region and channel,
+        /// needle per area, OCR edit distance), for plotting drift across runs.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        scores: Vec<CheckScore>,
+        /// The actual image the check compared (results-relative), for `smoke approve`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        actual: Option<String>,
+        /// The reference file's absolute path, for `smoke approve`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference_path: Option<String>,
     },
     Screenshot {
         step: usize,
@@ -206,6 +216,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+/// One named score of a check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckScore {
+    /// What was scored: `area`, `region 1`, `red`, `edit distance`...
+    pub name: String,
+    pub score: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Rect>,
 }
 
 /// An event with its time: `time` (UTC, RFC 3339) and `t` (seconds since the run started).

@@ -19,6 +19,7 @@ pub mod matrix;
 pub mod notify;
 pub mod project;
 pub mod recorder;
+pub mod references;
 pub mod report;
 pub mod results;
 pub mod rfb;

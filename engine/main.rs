@@ -177,6 +177,109 @@ enum Command {
         #[arg(value_enum, default_value = "scenario")]
         kind: SchemaKind,
     },
+    /// Accept the actual images of a past run as reference images.
+    ///
+    /// Copies the image an ssim check compared (saved in the run's
+    /// screenshots/) over its reference file and writes the sidecar naming
+    /// the run.
+    Approve {
+        /// The run's results folder (e.g. results/latest).
+        results: PathBuf,
+        /// Only the image checks of this step.
+        #[arg(long, conflicts_with_all = ["all", "failed"])]
+        step: Option<usize>,
+        /// Every image check of the run.
+        #[arg(long, conflicts_with = "failed")]
+        all: bool,
+        /// Every image check that failed.
+        #[arg(long)]
+        failed: bool,
+    },
+    /// Needles: reference screenshots with areas to match.
+    Needle {
+        #[command(subcommand)]
+        command: NeedleCommand,
+    },
+    /// Run one check on image files and print the score, place or text (to tune thresholds).
+    ///
+    /// Exit code 0 when the check passes (or no threshold is given), 1 when not.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NeedleCommand {
+    /// Convert openQA needles (NAME.json + NAME.png) into smoke needles.
+    Import {
+        /// openQA needle JSON files (the PNG beside each is copied).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the smoke needles go.
+        #[arg(long, default_value = "needles")]
+        to: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// SSIM of two PNGs (scikit-image's structural_similarity, Gaussian window).
+    Ssim {
+        a: PathBuf,
+        b: PathBuf,
+        /// Compare only x,y,w,h.
+        #[arg(long, value_parser = parse_rect)]
+        region: Option<smoke::geometry::Rect>,
+        /// Ignore x,y,w,h (repeatable).
+        #[arg(long, value_parser = parse_rect)]
+        mask: Vec<smoke::geometry::Rect>,
+        /// Compare each RGB channel; the score is the lowest.
+        #[arg(long)]
+        colour: bool,
+        /// 7x7 box window instead of the Gaussian.
+        #[arg(long = "box")]
+        box_window: bool,
+        #[arg(long)]
+        threshold: Option<f64>,
+        /// Write the SSIM heatmap PNG here.
+        #[arg(long)]
+        diff: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find a needle (NAME.json with NAME.png, or a plain PNG) on a screenshot.
+    Match {
+        screen: PathBuf,
+        needle: PathBuf,
+        #[arg(long, value_parser = parse_rect)]
+        region: Option<smoke::geometry::Rect>,
+        /// ZNCC threshold for every match area.
+        #[arg(long)]
+        threshold: Option<f64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read text with tesseract (or look for --find TEXT).
+    Ocr {
+        image: PathBuf,
+        #[arg(long, value_parser = parse_rect)]
+        region: Option<smoke::geometry::Rect>,
+        /// Look for this text (raw, upscaled, inverted, binarized passes).
+        #[arg(long)]
+        find: Option<String>,
+        /// Edits the reading may differ by.
+        #[arg(long, default_value_t = 0)]
+        max_distance: u32,
+        #[arg(long)]
+        case_sensitive: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_rect(s: &str) -> Result<smoke::geometry::Rect, String> {
+    smoke::vision::verbs::parse_rect(s)
 }
 
 #[derive(Subcommand)]
@@ -418,6 +521,77 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             };
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(0)
+        }
+        Command::Approve { results, step, all, failed } => approve(&results, step, all, failed),
+        Command::Needle { command: NeedleCommand::Import { files, to } } => needle_import(&files, &to),
+        Command::Image { command } => image(command),
+    }
+}
+
+fn approve(results: &Path, step: Option<usize>, all: bool, failed: bool) -> anyhow::Result<u8> {
+    use smoke::references::Selection;
+    let selection = match (step, all, failed) {
+        (Some(n), _, _) => Selection::Step(n),
+        (None, true, _) => Selection::All,
+        (None, false, true) => Selection::Failed,
+        (None, false, false) => {
+            eprintln!("smoke approve: say which images: --step N, --failed or --all");
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let approved = smoke::references::approve(results, selection)?;
+    for a in &approved {
+        let what = if a.changed { "approved" } else { "unchanged" };
+        println!("{what}: step {} {} -> {}", a.step, a.check, smoke::project::display_path(&a.reference));
+    }
+    Ok(0)
+}
+
+fn needle_import(files: &[PathBuf], to: &Path) -> anyhow::Result<u8> {
+    let mut failed = 0;
+    for f in files {
+        match smoke::vision::needle::import_openqa_file(f, to) {
+            Ok((out, notes)) => {
+                println!("imported: {} -> {}", f.display(), smoke::project::display_path(&out));
+                for n in notes {
+                    eprintln!("note: {}: {n}", f.display());
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("smoke: error: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { Verdict::Invalid.exit_code() as u8 } else { 0 })
+}
+
+fn image(command: ImageCommand) -> anyhow::Result<u8> {
+    use smoke::vision::verbs;
+    let (report, json) = match command {
+        ImageCommand::Ssim { a, b, region, mask, colour, box_window, threshold, diff, json } => {
+            let args = verbs::SsimArgs { region, mask, colour, box_window, threshold, diff };
+            (verbs::ssim(&a, &b, &args), json)
+        }
+        ImageCommand::Match { screen, needle, region, threshold, json } => {
+            (verbs::find(&screen, &needle, region, threshold), json)
+        }
+        ImageCommand::Ocr { image, region, find, max_distance, case_sensitive, json } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            (rt.block_on(verbs::ocr(&image, region, find.as_deref(), max_distance, case_sensitive)), json)
+        }
+    };
+    match report {
+        Ok(r) => {
+            println!("{}", r.render(json));
+            Ok(if r.passed { 0 } else { Verdict::Failed.exit_code() as u8 })
+        }
+        Err(e) => {
+            eprintln!("smoke: error: {e}");
+            Ok(Verdict::Invalid.exit_code() as u8)
         }
     }
 }

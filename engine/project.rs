@@ -1,6 +1,7 @@
-//! The project layout: where a scenario's routines, reference images and
-//! inventory live. A project root is the nearest directory (from the scenario
-//! upwards) that holds `routines/`, `reference/` or `inventory.yaml`.
+//! The project layout: where a scenario's routines, reference images, needles
+//! and inventory live. A project root is the nearest directory (from the
+//! scenario upwards) that holds `routines/`, `reference/`, `needles/` or
+//! `inventory.yaml`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +23,9 @@ impl Project {
     pub fn find_from(dir: &Path) -> Option<Project> {
         let mut cur = Some(absolute(dir));
         while let Some(d) = cur {
-            if ["routines", "reference"].iter().any(|m| d.join(m).is_dir()) || d.join("inventory.yaml").is_file() {
+            if ["routines", "reference", "needles"].iter().any(|m| d.join(m).is_dir())
+                || d.join("inventory.yaml").is_file()
+            {
                 return Some(Project { root: d });
             }
             cur = d.parent().map(Path::to_path_buf);
@@ -36,6 +39,10 @@ impl Project {
 
     pub fn reference_dir(&self) -> PathBuf {
         self.root.join("reference")
+    }
+
+    pub fn needles_dir(&self) -> PathBuf {
+        self.root.join("needles")
     }
 
     pub fn inventory_file(&self) -> PathBuf {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use smoke::frame::Frame;
 use smoke::geometry::Rect;
 use smoke::vision::gray::Mask;
-use smoke::vision::ssim::{SsimError, SsimOptions, SsimWindow, ssim_frames};
+use smoke::vision::ssim::{SsimError, SsimOptions, SsimWindow, ssim_frames, ssim_frames_colour};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vision")
@@ -49,7 +49,7 @@ fn scores_and_maps_match_scikit_image() {
     assert!(cases.len() >= 60);
     let mut worst_score_error = 0f64;
     let mut worst_map_error = 0f64;
-    for case in cases {
+    for case in cases.iter().filter(|c| c.get("channels").is_none()) {
         let a = load(case["a"].as_str().unwrap());
         let b = load(case["b"].as_str().unwrap());
         let options = options_for(case);
@@ -131,4 +131,39 @@ fn different_sizes_and_bad_regions_are_errors() {
     assert!(matches!(ssim_frames(&base, &base, &outside), Err(SsimError::RegionOutside { .. })));
     let tiny = SsimOptions { region: Some(Rect::new(0, 0, 10, 10)), ..Default::default() };
     assert!(matches!(ssim_frames(&base, &base, &tiny), Err(SsimError::TooSmall { .. })));
+}
+
+#[test]
+fn colour_mode_matches_scikit_image_per_channel_and_catches_a_hue_change() {
+    let reference = reference();
+    let cases: Vec<&serde_json::Value> =
+        reference["cases"].as_array().unwrap().iter().filter(|c| c.get("channels").is_some()).collect();
+    assert!(cases.len() >= 4);
+    for case in &cases {
+        let a = load(case["a"].as_str().unwrap());
+        let b = load(case["b"].as_str().unwrap());
+        let options = SsimOptions { keep_map: false, ..options_for(case) };
+        let got = ssim_frames_colour(&a, &b, &options).expect("colour ssim");
+        let want: Vec<f64> = case["channels"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let channels = got.channels.expect("channel scores");
+        for c in 0..3 {
+            assert!((channels[c] - want[c]).abs() < 1e-5, "{case}: channel {c} {} vs {}", channels[c], want[c]);
+        }
+        assert_eq!(got.score, channels.iter().copied().fold(f64::INFINITY, f64::min));
+        let gray = ssim_frames(&a, &b, &options).unwrap().score;
+        assert!((gray - case["gray"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    // The red and the green button have the same luma: grayscale SSIM is blind
+    // to the change, the colour mode is not.
+    let (red, green) = (load("button_red.png"), load("button_green.png"));
+    let button = SsimOptions { region: Some(Rect::new(120, 140, 200, 60)), ..Default::default() };
+    // (only anti-aliased edge pixels of the label differ in luma, by one level)
+    let gray = ssim_frames(&red, &green, &button).unwrap().score;
+    assert!(gray > 0.9999, "{gray}");
+    let colour = ssim_frames_colour(&red, &green, &button).unwrap();
+    assert!(colour.score < 0.8, "{:?}", colour.channels);
+    // The same screen re-rendered still scores 1 in colour.
+    let base = load("screen_base.png");
+    let again = ssim_frames_colour(&base, &load("screen_base_again.png"), &SsimOptions::default()).unwrap();
+    assert_eq!(again.score, 1.0);
 }

@@ -1,16 +1,19 @@
 //! Evaluating checks on a frame: OCR text, SSIM against a reference image,
-//! and locating click targets (text by OCR, images by template match).
-//! Pure decisions on one frame; the runner does the polling.
+//! needles, and locating click targets (text by OCR, images by template match,
+//! needle click points). Pure decisions on one frame; the runner does the polling.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use crate::events::CheckScore;
 use crate::frame::Frame;
 use crate::geometry::{Point, Rect};
 use crate::project::display_path;
-use crate::scenario::model::{Check, Expect, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch};
+use crate::references::{Provenance, Sidecar};
+use crate::scenario::model::{Check, Expect, NeedleCheck, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch};
 use crate::scenario::plan::UpdateReferences;
 use crate::vision;
+use crate::vision::needle::{AreaKind, NeedleImage, NeedleMatch, NeedleOptions};
 
 /// The result of one check on one frame.
 #[derive(Debug, Clone)]
@@ -24,6 +27,33 @@ pub struct Evaluation {
     pub note: Option<String>,
     /// For a failed image comparison: where the screen differs.
     pub diff: Option<Frame>,
+    /// Every partial score (per region, channel, area).
+    pub scores: Vec<CheckScore>,
+    /// The actual image an image check compared (its region of the screen).
+    pub actual: Option<Frame>,
+    /// The reference file an image check compared with.
+    pub reference_path: Option<PathBuf>,
+}
+
+impl Evaluation {
+    fn new(passed: bool) -> Evaluation {
+        Evaluation {
+            passed,
+            score: None,
+            threshold: None,
+            text: None,
+            found: None,
+            note: None,
+            diff: None,
+            scores: Vec::new(),
+            actual: None,
+            reference_path: None,
+        }
+    }
+}
+
+fn score(name: impl Into<String>, score: f64, threshold: Option<f64>, passed: bool, at: Option<Rect>) -> CheckScore {
+    CheckScore { name: name.into(), score, threshold, passed, at }
 }
 
 /// Why a check could not be evaluated at all.
@@ -39,14 +69,33 @@ pub enum CheckError {
 pub struct Checker {
     ocr: vision::ocr::Ocr,
     references: HashMap<PathBuf, Frame>,
+    needles: HashMap<PathBuf, NeedleImage>,
     update: UpdateReferences,
+    provenance: Provenance,
     /// References written by this run.
     pub created: Vec<PathBuf>,
 }
 
 impl Checker {
     pub fn new(update: UpdateReferences) -> Checker {
-        Checker { ocr: vision::ocr::Ocr::default(), references: HashMap::new(), update, created: Vec::new() }
+        Checker {
+            ocr: vision::ocr::Ocr::default(),
+            references: HashMap::new(),
+            needles: HashMap::new(),
+            update,
+            provenance: Provenance::default(),
+            created: Vec::new(),
+        }
+    }
+
+    /// Where references written by this checker come from (recorded in their sidecars).
+    pub fn set_provenance(&mut self, provenance: Provenance) {
+        self.provenance = provenance;
+    }
+
+    /// The step whose checks come next (recorded in reference sidecars).
+    pub fn set_step(&mut self, step: usize) {
+        self.provenance.step = Some(step);
     }
 
     /// Evaluate one expectation on `frame`.
@@ -54,44 +103,62 @@ impl Checker {
         let mut e = match &expect.check {
             Check::Ocr(c) => self.ocr_check(c, frame).await?,
             Check::Ssim(c) => self.ssim_check(c, frame)?,
+            Check::Needle(c) => self.needle_check(c, frame).await?,
         };
         if expect.negate {
             e.passed = !e.passed;
+        }
+        if e.passed {
+            // a heatmap is evidence of a failure only
+            e.diff = None;
         }
         Ok(e)
     }
 
     async fn ocr_check(&self, c: &OcrCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
         let region = checked_region(c.region, frame)?;
+        let ocr = if c.variants.is_empty() { self.ocr.clone() } else { self.ocr.clone().variants(c.variants.clone()) };
         let found =
-            self.ocr.find(frame, region, &text_query(&c.query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
-        Ok(Evaluation {
-            passed: found.found.is_some(),
-            score: None,
-            threshold: None,
-            text: Some(found.text.clone()),
-            found: found.found,
-            note: Some(format!("OCR pass: {}", found.variant)),
-            diff: None,
-        })
+            ocr.find(frame, region, &text_query(&c.query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
+        let mut e = Evaluation::new(found.found.is_some());
+        e.text = Some(found.text.clone());
+        e.found = found.found;
+        e.note = Some(match (&found.matched, found.distance) {
+            (Some(m), Some(d)) if d > 0 => format!("OCR pass: {}; read {m:?} ({d} edit{})", found.variant, plural(d)),
+            _ => format!("OCR pass: {}", found.variant),
+        });
+        if let (TextMatch::Fuzzy { text, max_distance, .. }, Some(d)) = (&c.query, found.distance) {
+            let len = text.split_whitespace().collect::<Vec<_>>().join(" ").chars().count().max(1) as f64;
+            e.score = Some(1.0 - d as f64 / len);
+            e.scores.push(score("edit distance", d as f64, Some(*max_distance as f64), true, found.found));
+        }
+        for p in &found.passes {
+            e.scores.push(score(
+                format!("pass {}", p.variant),
+                if p.matched { 1.0 } else { 0.0 },
+                None,
+                p.matched,
+                None,
+            ));
+        }
+        Ok(e)
     }
 
     fn ssim_check(&mut self, c: &SsimCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
-        let region = checked_region(c.region, frame)?.unwrap_or_else(|| frame.bounds());
-        let actual = frame.crop(region).ok_or_else(|| CheckError::Invalid(format!("region {region} is empty")))?;
+        let area = checked_region(c.region, frame)?.unwrap_or_else(|| frame.bounds());
+        let actual = frame.crop(area).ok_or_else(|| CheckError::Invalid(format!("region {area} is empty")))?;
         let path = reference_path(&c.reference)?;
         let exists = path.is_file();
         if self.update == UpdateReferences::All || (self.update == UpdateReferences::Missing && !exists) {
-            self.save_reference(&path, &actual)?;
-            return Ok(Evaluation {
-                passed: true,
-                score: Some(1.0),
-                threshold: Some(c.threshold),
-                text: None,
-                found: Some(region),
-                note: Some(format!("reference {} {}", if exists { "updated" } else { "created" }, display_path(&path))),
-                diff: None,
-            });
+            self.save_reference(&path, &actual, c)?;
+            let mut e = Evaluation::new(true);
+            e.score = Some(1.0);
+            e.threshold = Some(c.threshold);
+            e.found = Some(area);
+            e.note = Some(format!("reference {} {}", if exists { "updated" } else { "created" }, display_path(&path)));
+            e.actual = Some(actual);
+            e.reference_path = Some(path);
+            return Ok(e);
         }
         let reference = self.load_reference(&path)?;
         if (reference.width(), reference.height()) != (actual.width(), actual.height()) {
@@ -104,33 +171,139 @@ impl Checker {
                 actual.height()
             )));
         }
-        let mask = vision::Mask::from_rects(c.mask.iter().copied()).relative_to(region);
+        let mask = vision::Mask::from_rects(c.mask.iter().copied()).relative_to(area);
         let window = match c.window {
             SsimWindowKind::Gaussian => vision::ssim::SsimWindow::Gaussian { sigma: 1.5 },
             SsimWindowKind::Box => vision::ssim::SsimWindow::Box { size: 7 },
         };
-        let options = vision::ssim::SsimOptions { mask, window, ..Default::default() };
-        let score = vision::ssim::ssim_frames(&reference, &actual, &options)
-            .map_err(|e| CheckError::Invalid(e.to_string()))?
-            .score;
-        let passed = score >= c.threshold;
-        let diff = (!passed).then(|| vision::diff::heatmap(&reference, &actual));
-        Ok(Evaluation {
-            passed,
-            score: Some(score),
-            threshold: Some(c.threshold),
-            text: None,
-            found: Some(region),
-            note: None,
-            diff,
-        })
+        let compare = |options: &vision::ssim::SsimOptions| {
+            let r = if c.colour {
+                vision::ssim::ssim_frames_colour(&reference, &actual, options)
+            } else {
+                vision::ssim::ssim_frames(&reference, &actual, options)
+            };
+            r.map_err(|e| CheckError::Invalid(e.to_string()))
+        };
+        let options = vision::ssim::SsimOptions { mask, window, keep_map: true, ..Default::default() };
+        let whole = compare(&options)?;
+        let mut passed = whole.score >= c.threshold;
+        let mut e = Evaluation::new(false);
+        e.scores.push(score("area", whole.score, Some(c.threshold), passed, Some(area)));
+        if let Some(ch) = whole.channels {
+            for (name, v) in ["red", "green", "blue"].iter().zip(ch) {
+                e.scores.push(score(*name, v, Some(c.threshold), v >= c.threshold, Some(area)));
+            }
+        }
+        if let Some((at, v)) = whole.worst {
+            let at = Point::new(at.x + area.x, at.y + area.y);
+            e.scores.push(score("worst window", v as f64, None, true, Some(Rect::new(at.x, at.y, 1, 1))));
+        }
+        for (i, r) in c.regions.iter().enumerate() {
+            let rel =
+                Rect::new(r.region.x.saturating_sub(area.x), r.region.y.saturating_sub(area.y), r.region.w, r.region.h);
+            let sub = compare(&vision::ssim::SsimOptions { region: Some(rel), keep_map: false, ..options.clone() })?;
+            let ok = sub.score >= r.threshold;
+            passed &= ok;
+            let name = r.name.clone().unwrap_or_else(|| format!("region {}", i + 1));
+            e.scores.push(score(name, sub.score, Some(r.threshold), ok, Some(r.region)));
+        }
+        e.passed = passed;
+        e.score =
+            Some(e.scores.iter().filter(|s| s.threshold.is_some()).map(|s| s.score).fold(f64::INFINITY, f64::min));
+        e.threshold = Some(c.threshold);
+        e.found = Some(area);
+        if !passed {
+            let failing: Vec<String> = e
+                .scores
+                .iter()
+                .filter(|s| !s.passed)
+                .map(|s| format!("{} {:.4} < {}", s.name, s.score, s.threshold.unwrap_or(0.0)))
+                .collect();
+            e.note = Some(failing.join("; "));
+            // the SSIM map as the check saw it (masked areas blue)
+            e.diff = Some(match whole.map.as_ref().map(|m| vision::diff::ssim_heatmap(&actual, m)) {
+                Some(Ok(img)) => img,
+                _ => vision::diff::heatmap(&reference, &actual),
+            });
+        }
+        e.actual = Some(actual);
+        e.reference_path = Some(path);
+        Ok(e)
     }
 
-    fn save_reference(&mut self, path: &Path, actual: &Frame) -> Result<(), CheckError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| CheckError::Infra(format!("create {}: {e}", dir.display())))?;
+    /// A needle: its match areas by template search, then its ocr areas.
+    async fn needle_check(&mut self, c: &NeedleCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
+        let region = checked_region(c.region, frame)?;
+        let path = reference_path(&c.needle)?;
+        let m = self.find_needle(&path, frame, NeedleOptions { threshold: c.threshold, region }).await?;
+        let needle = self.needle(&path)?;
+        let mut e = Evaluation::new(m.passed());
+        e.score = Some(m.score());
+        e.threshold = m.threshold();
+        e.found = m.first_box();
+        e.note = Some(format!("offset ({}, {}): {}", m.offset.0, m.offset.1, m.describe()));
+        e.text = m.areas.iter().filter_map(|a| a.text.clone()).reduce(|a, b| format!("{a}\n{b}"));
+        for a in &m.areas {
+            let name = format!("{} area {}", if a.kind == AreaKind::Ocr { "ocr" } else { "match" }, a.index);
+            e.scores.push(score(name, a.score, Some(a.threshold), a.passed, Some(a.found)));
         }
-        actual.save_png(path).map_err(|e| CheckError::Infra(e.to_string()))?;
+        if !e.passed {
+            // the first failing match area against the best candidate's pixels
+            if let Some(a) = m.areas.iter().find(|a| a.kind == AreaKind::Match && !a.passed)
+                && let (Some(want), Some(got)) = (needle.image.crop(a.expected), frame.crop(a.found))
+            {
+                e.diff = Some(vision::diff::heatmap(&want, &got));
+            }
+        }
+        e.reference_path = Some(path);
+        Ok(e)
+    }
+
+    fn needle(&mut self, path: &Path) -> Result<&NeedleImage, CheckError> {
+        if !self.needles.contains_key(path) {
+            let n = NeedleImage::load(path).map_err(|e| CheckError::Invalid(e.to_string()))?;
+            self.needles.insert(path.to_path_buf(), n);
+        }
+        self.needles.get(path).ok_or_else(|| CheckError::Infra(format!("needle {} vanished", path.display())))
+    }
+
+    /// Search a needle and judge its ocr areas (when the image areas passed).
+    async fn find_needle(
+        &mut self,
+        path: &Path,
+        frame: &Frame,
+        options: NeedleOptions,
+    ) -> Result<NeedleMatch, CheckError> {
+        let ocr = self.ocr.clone();
+        let needle = self.needle(path)?;
+        let mut m = vision::needle::find_needle(frame, needle, &options)
+            .map_err(|e| CheckError::Invalid(format!("needle {}: {e}", display_path(path))))?;
+        if !m.found {
+            return Ok(m);
+        }
+        for a in m.areas.iter_mut().filter(|a| a.kind == AreaKind::Ocr) {
+            let spec = &needle.spec.areas[a.index];
+            let want = spec.text.clone().unwrap_or_default();
+            let len = want.chars().count().max(1) as f64;
+            // `max_distance`, else `threshold` as the least similarity (1 - edits / length)
+            let max = spec
+                .max_distance
+                .or(spec.threshold.map(|t| ((1.0 - t) * len + 1e-9).floor().max(0.0) as u32))
+                .unwrap_or(0);
+            let query = vision::ocr::TextQuery::fuzzy(want.clone(), false, max);
+            let read = a.found.expand(spec.margin.unwrap_or(0), &frame.bounds());
+            let found = ocr.find(frame, Some(read), &query).await.map_err(|e| CheckError::Infra(e.to_string()))?;
+            a.passed = found.found.is_some();
+            a.score = found.distance.map_or(0.0, |d| 1.0 - d as f64 / len);
+            a.threshold = 1.0 - max as f64 / len;
+            a.text = Some(found.matched.unwrap_or(found.text));
+        }
+        Ok(m)
+    }
+
+    fn save_reference(&mut self, path: &Path, actual: &Frame, c: &SsimCheck) -> Result<(), CheckError> {
+        let sidecar = Sidecar::for_check(c, &self.provenance);
+        crate::references::write(path, actual, &sidecar).map_err(CheckError::Infra)?;
         self.references.insert(path.to_path_buf(), actual.clone());
         if !self.created.contains(&path.to_path_buf()) {
             self.created.push(path.to_path_buf());
@@ -158,6 +331,25 @@ impl Checker {
         let found =
             self.ocr.find(frame, region, &text_query(query)).await.map_err(|e| CheckError::Infra(e.to_string()))?;
         Ok((found.found, found.text))
+    }
+
+    /// Find a needle's click point on the screen: the point (when the needle
+    /// passed) and the match.
+    pub async fn locate_needle(
+        &mut self,
+        needle: &Reference,
+        point: Option<&str>,
+        options: NeedleOptions,
+        frame: &Frame,
+    ) -> Result<(Option<Point>, NeedleMatch), CheckError> {
+        let region = checked_region(options.region, frame)?;
+        let path = reference_path(needle)?;
+        let m = self.find_needle(&path, frame, NeedleOptions { region, ..options }).await?;
+        let n = self.needle(&path)?;
+        let p = n.point(point).ok_or_else(|| {
+            CheckError::Invalid(format!("needle {} has no click point {}", n.name, point.unwrap_or("(default)")))
+        })?;
+        Ok((m.passed().then(|| m.displace(p, frame.bounds())), m))
     }
 
     /// Find a reference image on the screen: the best match, its score, and
@@ -204,7 +396,14 @@ fn text_query(m: &TextMatch) -> vision::ocr::TextQuery {
             vision::ocr::TextQuery::Contains { text: text.clone(), case_sensitive: *case_sensitive }
         }
         TextMatch::Regex(r) => vision::ocr::TextQuery::Regex(r.clone()),
+        TextMatch::Fuzzy { text, case_sensitive, max_distance } => {
+            vision::ocr::TextQuery::fuzzy(text.clone(), *case_sensitive, *max_distance)
+        }
     }
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
 }
 
 /// The click point for a found box, moved by `offset` and kept on screen.

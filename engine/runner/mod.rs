@@ -26,8 +26,9 @@ use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::results::{ResultsDir, annotate};
 use crate::rfb::RfbError;
-use crate::scenario::model::{Action, Expect, LaunchAction, ShellAction, Target};
+use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellAction, StillWait, Target};
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
+use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
 use screen::Screen;
 
@@ -48,6 +49,8 @@ pub const FORENSICS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of a command's output `save:` and forensics keep (the tail).
 pub const SAVE_CAP: usize = 512 * 1024;
 const POLL_GAP: Duration = Duration::from_millis(200);
+/// Between captures of `wait_still` / `wait_change` (cheap comparisons, no OCR).
+const SCREEN_POLL: Duration = Duration::from_millis(100);
 const KEY_GAP: Duration = Duration::from_millis(50);
 const TAIL: usize = 2000;
 /// After a launch: the screen must stay unchanged this long...
@@ -106,6 +109,9 @@ pub struct Runner<'a> {
     /// The cancel level that interrupts the current phase.
     interrupt_at: Cancel,
     pause: Option<PauseOnFailure>,
+    /// Cells seen blinking (a caret) by screen waits, with their two contents:
+    /// later waits know them from their first frame.
+    blinkers: Vec<(crate::geometry::Rect, Vec<u64>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,17 +150,25 @@ pub struct PauseOnFailure {
 
 impl<'a> Runner<'a> {
     pub fn new(p: RunnerParts<'a>) -> Runner<'a> {
+        let mut checker = Checker::new(p.update);
+        checker.set_provenance(crate::references::Provenance {
+            scenario: Some(p.plan.name.clone()),
+            os: Some(p.plan.os.clone()),
+            run: Some(crate::project::display_path(&p.results.path)),
+            step: None,
+        });
         Runner {
             plan: p.plan,
             screen: p.screen,
             commands: p.commands,
             events: p.events,
             results: p.results,
-            checker: Checker::new(p.update),
+            checker,
             cancel: p.cancel,
             frame_index: p.frame_index,
             interrupt_at: Cancel::Soft,
             pause: p.pause,
+            blinkers: Vec::new(),
         }
     }
 
@@ -333,7 +347,7 @@ impl<'a> Runner<'a> {
     async fn attempt(&mut self, ps: &PlannedStep, attempt: u32) -> Attempt {
         let step = &ps.step;
         let budget = step.timeout.unwrap_or(self.plan.defaults.timeout);
-        let has_action = !matches!(step.action, Action::Verify | Action::WaitFor);
+        let has_action = !matches!(step.action, Action::Verify | Action::WaitFor | Action::ScreenWait);
         // Before repeating an action, see whether its effect arrived after all
         // (a slow target can show typed text just after the verify budget):
         // poll for one more budget, and repeat the action only if it never holds.
@@ -352,8 +366,26 @@ impl<'a> Runner<'a> {
                 Err(e) => return Attempt { result: Err(e), frame: None },
             }
         }
+        // the screen before the action, for `wait_change`
+        let baseline = match &step.wait_change {
+            Some(_) => match self.screen.capture().await {
+                Ok(f) => Some(f),
+                Err(e) => return Attempt { result: Err(e.into()), frame: None },
+            },
+            None => None,
+        };
         if let Err(e) = self.action(ps).await {
             return Attempt { result: Err(e), frame: None };
+        }
+        if let (Some(w), Some(before)) = (&step.wait_change, &baseline)
+            && let Err((e, frame)) = self.wait_change(ps.number, before, w, budget).await
+        {
+            return Attempt { result: Err(e), frame };
+        }
+        if let Some(w) = &step.wait_still
+            && let Err((e, frame)) = self.wait_still(ps.number, w, budget).await
+        {
+            return Attempt { result: Err(e), frame };
         }
         if step.expect.is_empty() {
             return Attempt { result: Ok(()), frame: None };
@@ -378,7 +410,7 @@ impl<'a> Runner<'a> {
         let d = &self.plan.defaults;
         let budget = ps.step.timeout.unwrap_or(d.timeout);
         match &ps.step.action {
-            Action::Verify | Action::WaitFor => Ok(()),
+            Action::Verify | Action::WaitFor | Action::ScreenWait => Ok(()),
             Action::Wait(t) => self.sleep(*t).await,
             Action::Key(combos) => Ok(self.screen.keys(n, combos, KEY_GAP).await?),
             Action::Type(t) => {
@@ -554,6 +586,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn launch(&mut self, n: usize, l: &LaunchAction) -> Result<(), StepError> {
+        self.checker.set_step(n);
         let before = self.screen.capture().await?;
         let log = self.results.logs().join(format!("launch-{n:03}.log"));
         let commands =
@@ -666,6 +699,63 @@ impl<'a> Runner<'a> {
                     let (found, text) = self.checker.locate_text(query, *region, &frame).await?;
                     (found.map(|f| (f, *offset)), Some(text), None, "ocr", format!("locate text {query}"))
                 }
+                Target::Needle { needle, point, threshold, region, offset } => {
+                    let options = crate::vision::needle::NeedleOptions { threshold: *threshold, region: *region };
+                    let (at, m) = self.checker.locate_needle(needle, point.as_deref(), options, &frame).await?;
+                    let desc = match point {
+                        Some(p) => format!("locate needle {} point {p}", needle.name),
+                        None => format!("locate needle {}", needle.name),
+                    };
+                    let done = at.is_some() || start.elapsed() >= budget;
+                    if done {
+                        let scores = m
+                            .areas
+                            .iter()
+                            .map(|a| crate::events::CheckScore {
+                                name: format!("area {}", a.index),
+                                score: a.score,
+                                threshold: Some(a.threshold),
+                                passed: a.passed,
+                                at: Some(a.found),
+                            })
+                            .collect();
+                        self.events.emit(Event::Check {
+                            step: n,
+                            kind: "needle".into(),
+                            negate: false,
+                            passed: at.is_some(),
+                            check: desc.clone(),
+                            score: Some(m.score()),
+                            threshold: None,
+                            text: None,
+                            found: m.first_box(),
+                            region: *region,
+                            polls,
+                            elapsed_ms: start.elapsed().as_millis() as u64,
+                            screenshot: None,
+                            reference: needle.path.as_ref().map(|p| crate::project::display_path(p)),
+                            diff: None,
+                            note: Some(format!("offset ({}, {}): {}", m.offset.0, m.offset.1, m.describe())),
+                            scores,
+                            actual: None,
+                            reference_path: None,
+                        });
+                    }
+                    if let Some(p) = at {
+                        let x = (p.x as i64 + offset.0 as i64).clamp(0, frame.width() as i64 - 1) as u32;
+                        let y = (p.y as i64 + offset.1 as i64).clamp(0, frame.height() as i64 - 1) as u32;
+                        return Ok((Point::new(x, y), frame));
+                    }
+                    if done {
+                        return Err(StepError::Failed(format!(
+                            "{desc}: not found within {:.1}s; best: {}",
+                            budget.as_secs_f64(),
+                            m.describe()
+                        )));
+                    }
+                    self.sleep(POLL_GAP).await?;
+                    continue;
+                }
                 Target::Image { reference, region, threshold, offset } => {
                     let (rect, score, found) = self.checker.locate_image(reference, *region, *threshold, &frame)?;
                     (
@@ -696,6 +786,18 @@ impl<'a> Runner<'a> {
                     reference: None,
                     diff: None,
                     note: None,
+                    scores: score
+                        .map(|s| crate::events::CheckScore {
+                            name: "zncc".into(),
+                            score: s,
+                            threshold: None,
+                            passed: found.is_some(),
+                            at: found.map(|(f, _)| f),
+                        })
+                        .into_iter()
+                        .collect(),
+                    actual: None,
+                    reference_path: None,
                 });
             }
             if let Some((rect, offset)) = found {
@@ -726,6 +828,7 @@ impl<'a> Runner<'a> {
         budget: Duration,
         what: &str,
     ) -> Result<(bool, Frame), StepError> {
+        self.checker.set_step(n);
         let start = Instant::now();
         let mut polls = 0u32;
         let mut last: Option<(Frame, Vec<Evaluation>)> = None;
@@ -780,8 +883,23 @@ impl<'a> Runner<'a> {
                 crate::scenario::model::Check::Ssim(s) => {
                     s.reference.path.as_ref().map(|p| crate::project::display_path(p))
                 }
+                crate::scenario::model::Check::Needle(c) => {
+                    c.needle.path.as_ref().map(|p| crate::project::display_path(p))
+                }
                 _ => None,
             };
+            // the compared image, so `smoke approve` can turn it into the reference
+            let actual = ev.actual.as_ref().and_then(|img| {
+                let name = ev
+                    .reference_path
+                    .as_ref()
+                    .and_then(|p| p.file_stem())
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "image".into());
+                let p = self.results.screenshot(n, &format!("actual-{name}"));
+                img.save_png(&p).ok().map(|_| self.results.relative(&p))
+            });
+            let reference_path = ev.reference_path.as_ref().map(|p| crate::project::absolute(p).display().to_string());
             self.events.emit(Event::Check {
                 step: n,
                 kind: e.check.kind().into(),
@@ -799,8 +917,160 @@ impl<'a> Runner<'a> {
                 reference,
                 diff,
                 note: ev.note.clone(),
+                scores: ev.scores.clone(),
+                actual,
+                reference_path,
             });
         }
+    }
+
+    /// Poll until the screen differs from `before` (outside blinking cells) by
+    /// at least `w.min_pixels` changed pixels.
+    async fn wait_change(
+        &mut self,
+        n: usize,
+        before: &Frame,
+        w: &ChangeWait,
+        budget: Duration,
+    ) -> Result<(), (StepError, Option<Frame>)> {
+        let start = Instant::now();
+        region_on_screen(w.region, before).map_err(|e| (e, None))?;
+        let mut watcher = ChangeWatcher::new(before, w.region, w.tolerance, Duration::ZERO);
+        watcher.learn(&self.blinkers);
+        let mut polls = 0u32;
+        loop {
+            let frame = self.screen.capture().await.map_err(|e| (e.into(), None))?;
+            polls += 1;
+            watcher.observe(&frame, start.elapsed());
+            let changed = watcher.changed_since(before, &frame);
+            let ok = changed >= w.min_pixels;
+            if ok || start.elapsed() >= budget {
+                self.remember_blinkers(&watcher);
+                let region = w.region.unwrap_or(frame.bounds());
+                let blinking = watcher.blinking();
+                self.screen_wait_event(
+                    n,
+                    "wait_change",
+                    ok,
+                    changed as f64,
+                    w.min_pixels as f64,
+                    region,
+                    polls,
+                    start,
+                    &blinking,
+                );
+                if ok {
+                    return Ok(());
+                }
+                let why = format!(
+                    "the screen did not change within {:.1}s ({changed} changed pixels in {region}, {} needed)",
+                    budget.as_secs_f64(),
+                    w.min_pixels
+                );
+                return Err((StepError::Failed(why), Some(frame)));
+            }
+            self.sleep(SCREEN_POLL).await.map_err(|e| (e, None))?;
+        }
+    }
+
+    /// Poll until the screen (outside blinking cells) has not changed for `w.quiet`.
+    async fn wait_still(
+        &mut self,
+        n: usize,
+        w: &StillWait,
+        budget: Duration,
+    ) -> Result<(), (StepError, Option<Frame>)> {
+        let budget = budget.max(w.quiet + Duration::from_secs(1));
+        let start = Instant::now();
+        let first = self.screen.capture().await.map_err(|e| (e.into(), None))?;
+        region_on_screen(w.region, &first).map_err(|e| (e, None))?;
+        let mut watcher = ChangeWatcher::new(&first, w.region, w.tolerance, Duration::ZERO);
+        watcher.learn(&self.blinkers);
+        let mut polls = 1u32;
+        loop {
+            self.sleep(SCREEN_POLL).await.map_err(|e| (e, None))?;
+            let frame = self.screen.capture().await.map_err(|e| (e.into(), None))?;
+            polls += 1;
+            let o = watcher.observe(&frame, start.elapsed());
+            let ok = o.still_for >= w.quiet;
+            if ok || start.elapsed() >= budget {
+                self.remember_blinkers(&watcher);
+                let region = watcher.region();
+                let still = o.still_for.as_secs_f64();
+                self.screen_wait_event(
+                    n,
+                    "wait_still",
+                    ok,
+                    still,
+                    w.quiet.as_secs_f64(),
+                    region,
+                    polls,
+                    start,
+                    &o.blinking,
+                );
+                if ok {
+                    return Ok(());
+                }
+                let why = format!(
+                    "the screen kept changing for {:.1}s (still for {still:.1}s at the end, {:.1}s needed; {} pixels changed last)",
+                    budget.as_secs_f64(),
+                    w.quiet.as_secs_f64(),
+                    o.changed_pixels
+                );
+                return Err((StepError::Failed(why), Some(frame)));
+            }
+        }
+    }
+
+    fn remember_blinkers(&mut self, watcher: &ChangeWatcher) {
+        for (rect, states) in watcher.blinkers() {
+            self.blinkers.retain(|(r, _)| *r != rect);
+            self.blinkers.push((rect, states));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn screen_wait_event(
+        &self,
+        n: usize,
+        kind: &str,
+        passed: bool,
+        score: f64,
+        threshold: f64,
+        region: crate::geometry::Rect,
+        polls: u32,
+        start: Instant,
+        blinking: &[crate::geometry::Rect],
+    ) {
+        let note = (!blinking.is_empty()).then(|| {
+            let cells: Vec<String> = blinking.iter().take(8).map(|r| r.to_string()).collect();
+            format!("blinking, masked: {}{}", cells.join("; "), if blinking.len() > 8 { "; ..." } else { "" })
+        });
+        let check = match kind {
+            "wait_change" => format!("wait_change in {region}: at least {threshold} changed pixels"),
+            _ => format!("wait_still in {region}: no change for {threshold:.1}s"),
+        };
+        self.events.emit(Event::Check {
+            step: n,
+            kind: kind.into(),
+            negate: false,
+            passed,
+            check,
+            score: Some(score),
+            threshold: Some(threshold),
+            text: None,
+            found: None,
+            region: Some(region),
+            polls,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+            screenshot: None,
+            reference: None,
+            diff: None,
+            note,
+            scores: Vec::new(),
+            actual: None,
+            reference_path: None,
+        });
     }
 
     /// Wait until the screen has not changed for `quiet` (at most `max`).
@@ -861,6 +1131,16 @@ fn launch_error(e: BackendError) -> StepError {
     match e {
         BackendError::Ssh(_) | BackendError::Session(_) => StepError::Infra(e.to_string()),
         other => StepError::Failed(other.to_string()),
+    }
+}
+
+/// A screen wait's region must lie on the screen.
+fn region_on_screen(region: Option<crate::geometry::Rect>, frame: &Frame) -> Result<(), StepError> {
+    match region {
+        Some(r) if r.is_empty() || !frame.bounds().contains_rect(&r) => {
+            Err(StepError::Failed(format!("region {r} lies outside the {}x{} screen", frame.width(), frame.height())))
+        }
+        _ => Ok(()),
     }
 }
 

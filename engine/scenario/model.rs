@@ -27,6 +27,14 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("move", "Move the mouse to a point, text or image."),
     ("wait", "Pause for a fixed time (prefer wait_for)."),
     ("wait_for", "Poll a check until it holds or the timeout runs out."),
+    (
+        "wait_still",
+        "Wait until the screen (or a region) has not changed for a while; blinking carets are masked. Alone or after an action.",
+    ),
+    (
+        "wait_change",
+        "After the step's action: wait until the screen (or a region) changed. Alone: since the step started.",
+    ),
     ("verify", "A check (or list of checks) that must hold; polled until the timeout."),
     ("verify_not", "A check (or list of checks) that must NOT hold; polled until the timeout."),
     ("screenshot", "Save a screenshot (optionally of a region) into the results."),
@@ -44,15 +52,37 @@ pub const MODIFIERS: &[(&str, &str)] = &[
 pub const SHELL_KEYS: &[&str] = &["command", "exit", "file", "save"];
 pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait", "file"];
 pub const TYPE_KEYS: &[&str] = &["text", "interval"];
-pub const TARGET_KEYS: &[&str] =
-    &["x", "y", "at", "text", "regex", "case_sensitive", "image", "threshold", "region", "offset", "button", "double"];
+pub const TARGET_KEYS: &[&str] = &[
+    "x",
+    "y",
+    "at",
+    "text",
+    "regex",
+    "case_sensitive",
+    "max_distance",
+    "image",
+    "needle",
+    "point",
+    "threshold",
+    "region",
+    "offset",
+    "button",
+    "double",
+];
 pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
 pub const CHECK_KINDS: &[(&str, &str)] = &[
     ("ocr", "Text read by OCR (tesseract): substring or regex, optionally in a region."),
     ("ssim", "Structural similarity of the screen (or a region) to a reference image."),
+    ("needle", "A needle (PNG + JSON areas) found on screen: every match area, exclusions, OCR areas."),
 ];
-pub const OCR_KEYS: &[&str] = &["text", "regex", "case_sensitive", "region"];
-pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold", "window"];
+pub const OCR_KEYS: &[&str] = &["text", "regex", "case_sensitive", "max_distance", "variants", "region"];
+pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold", "window", "colour", "regions"];
+pub const SSIM_REGION_KEYS: &[&str] = &["region", "threshold", "name"];
+pub const NEEDLE_KEYS: &[&str] = &["name", "threshold", "region"];
+pub const WAIT_STILL_KEYS: &[&str] = &["for", "region", "tolerance"];
+pub const WAIT_CHANGE_KEYS: &[&str] = &["region", "min_pixels", "tolerance"];
+/// OCR preprocessing variants a scenario may name.
+pub const OCR_VARIANTS: &[&str] = &["raw", "upscaled", "inverted", "binarized"];
 
 /// One step of a scenario or routine.
 #[derive(Debug, Clone)]
@@ -63,7 +93,28 @@ pub struct Step {
     pub action: Action,
     /// Checks that must hold after the action (for a pure check step: the check itself).
     pub expect: Vec<Expect>,
+    /// After the action: wait until the screen changed (before `wait_still` and the checks).
+    pub wait_change: Option<ChangeWait>,
+    /// After the action: wait until the screen stopped changing (before the checks).
+    pub wait_still: Option<StillWait>,
     pub span: Span,
+}
+
+/// `wait_still`: no change (outside blinking cells) for `quiet`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StillWait {
+    pub quiet: Duration,
+    pub region: Option<Rect>,
+    /// Channel differences up to this count as no change.
+    pub tolerance: u8,
+}
+
+/// `wait_change`: at least `min_pixels` pixels differ from the screen before the action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeWait {
+    pub region: Option<Rect>,
+    pub min_pixels: u64,
+    pub tolerance: u8,
 }
 
 /// What a step does.
@@ -78,6 +129,8 @@ pub enum Action {
     Wait(Duration),
     /// Poll the step's expectations until they hold (a synchronisation point).
     WaitFor,
+    /// Only the step's `wait_still` / `wait_change`.
+    ScreenWait,
     /// Only the step's expectations.
     Verify,
     Screenshot(ScreenshotAction),
@@ -94,6 +147,7 @@ impl Action {
             Action::Move(_) => "move",
             Action::Wait(_) => "wait",
             Action::WaitFor => "wait_for",
+            Action::ScreenWait => "screen_wait",
             Action::Verify => "verify",
             Action::Screenshot(_) => "screenshot",
         }
@@ -209,6 +263,14 @@ pub enum Target {
         threshold: f64,
         offset: (i32, i32),
     },
+    /// A click point of a needle (displaced as the needle was found), plus an offset.
+    Needle {
+        needle: Reference,
+        point: Option<String>,
+        threshold: Option<f64>,
+        region: Option<Rect>,
+        offset: (i32, i32),
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +291,7 @@ pub struct Expect {
 pub enum Check {
     Ocr(OcrCheck),
     Ssim(SsimCheck),
+    Needle(NeedleCheck),
 }
 
 impl Check {
@@ -236,6 +299,7 @@ impl Check {
         match self {
             Check::Ocr(_) => "ocr",
             Check::Ssim(_) => "ssim",
+            Check::Needle(_) => "needle",
         }
     }
 
@@ -243,6 +307,7 @@ impl Check {
         match self {
             Check::Ocr(c) => c.region,
             Check::Ssim(c) => c.region,
+            Check::Needle(c) => c.region,
         }
     }
 
@@ -251,7 +316,13 @@ impl Check {
         let region = self.region().map(|r| format!(" in {r}")).unwrap_or_default();
         match self {
             Check::Ocr(c) => format!("ocr {}{region}", c.query),
-            Check::Ssim(c) => format!("ssim {} >= {}{region}", c.reference.name, c.threshold),
+            Check::Ssim(c) => format!(
+                "ssim{} {} >= {}{region}",
+                if c.colour { " (colour)" } else { "" },
+                c.reference.name,
+                c.threshold
+            ),
+            Check::Needle(c) => format!("needle {}{region}", c.needle.name),
         }
     }
 }
@@ -259,8 +330,17 @@ impl Check {
 /// Text to find: a substring (whitespace-normalised) or a regular expression.
 #[derive(Debug, Clone)]
 pub enum TextMatch {
-    Contains { text: String, case_sensitive: bool },
+    Contains {
+        text: String,
+        case_sensitive: bool,
+    },
     Regex(regex::Regex),
+    /// A substring read with up to `max_distance` edits.
+    Fuzzy {
+        text: String,
+        case_sensitive: bool,
+        max_distance: u32,
+    },
 }
 
 impl std::fmt::Display for TextMatch {
@@ -268,6 +348,7 @@ impl std::fmt::Display for TextMatch {
         match self {
             TextMatch::Contains { text, .. } => write!(f, "\"{text}\""),
             TextMatch::Regex(r) => write!(f, "/{}/", r.as_str()),
+            TextMatch::Fuzzy { text, max_distance, .. } => write!(f, "\"{text}\" (~{max_distance})"),
         }
     }
 }
@@ -276,6 +357,26 @@ impl std::fmt::Display for TextMatch {
 pub struct OcrCheck {
     pub query: TextMatch,
     pub region: Option<Rect>,
+    /// Preprocessing variants to try, in order (empty: all, the default order).
+    pub variants: Vec<crate::vision::ocr::OcrVariant>,
+}
+
+/// A needle that must be on screen.
+#[derive(Debug, Clone)]
+pub struct NeedleCheck {
+    pub needle: Reference,
+    /// Overrides every match area's own threshold.
+    pub threshold: Option<f64>,
+    /// Search only here.
+    pub region: Option<Rect>,
+}
+
+/// A part of an SSIM check's area with a threshold of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SsimRegion {
+    pub name: Option<String>,
+    pub region: Rect,
+    pub threshold: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -285,6 +386,11 @@ pub struct SsimCheck {
     pub mask: Vec<Rect>,
     pub threshold: f64,
     pub window: SsimWindowKind,
+    /// Compare each RGB channel and take the lowest score (catches a change of hue
+    /// that grayscale SSIM cannot see).
+    pub colour: bool,
+    /// Parts of the area (screen coordinates) with thresholds of their own.
+    pub regions: Vec<SsimRegion>,
 }
 
 /// The SSIM window: Gaussian (sigma 1.5, as scikit-image) or a 7x7 box.
@@ -367,6 +473,9 @@ impl Defaults {
     }
 }
 
+/// Actions that become modifiers of a step that has another action.
+const MODIFIER_ACTIONS: &[&str] = &["verify", "verify_not", "wait_still", "wait_change"];
+
 /// All keys a step map may hold.
 pub fn step_keys() -> Vec<&'static str> {
     ACTIONS.iter().chain(MODIFIERS.iter()).map(|(k, _)| *k).collect()
@@ -388,11 +497,12 @@ pub fn action_key(node: &Node, diags: &mut Diagnostics) -> Option<String> {
     let actions: Vec<&str> = entries
         .iter()
         .map(|e| e.key.as_str())
-        .filter(|k| ACTIONS.iter().any(|(a, _)| a == k) && *k != "verify" && *k != "verify_not")
+        .filter(|k| ACTIONS.iter().any(|(a, _)| a == k) && !MODIFIER_ACTIONS.contains(k))
         .collect();
     match actions.as_slice() {
         [one] => Some(one.to_string()),
         [] if node.get("verify").is_some() || node.get("verify_not").is_some() => Some("verify".into()),
+        [] if node.get("wait_still").is_some() || node.get("wait_change").is_some() => Some("screen_wait".into()),
         [] => {
             let names: Vec<&str> = ACTIONS.iter().map(|(a, _)| *a).collect();
             let mut d = Diagnostic::new(&node.span, "this step has no action")
@@ -443,9 +553,12 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
     if let Some(n) = m.get("verify_not") {
         expect.extend(expectations(n, true, defaults, diags));
     }
+    let wait_change = m.get("wait_change").and_then(|n| change_wait(n, diags));
+    let wait_still = m.get("wait_still").and_then(|n| still_wait(n, diags));
     let body = m.get(&kind);
     let action = match kind.as_str() {
         "verify" => Some(Action::Verify),
+        "screen_wait" => Some(Action::ScreenWait),
         "shell" => body.and_then(|n| shell(n, diags)).map(Action::Shell),
         "launch" => body.and_then(|n| launch(n, defaults, diags)).map(Action::Launch),
         "key" => body.and_then(|n| keys(n, diags)).map(Action::Key),
@@ -464,7 +577,36 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
     if diags.len() > before {
         return None;
     }
-    Some(Step { label, timeout, retries, action: action?, expect, span: node.span.clone() })
+    Some(Step { label, timeout, retries, action: action?, expect, wait_change, wait_still, span: node.span.clone() })
+}
+
+/// `wait_still: 1s` or `{for: 1s, region: RECT, tolerance: 8}`.
+fn still_wait(node: &Node, diags: &mut Diagnostics) -> Option<StillWait> {
+    if !matches!(node.value, Value::Map(_)) {
+        let quiet = decode::duration(node, "wait_still", diags)?;
+        return Some(StillWait { quiet, region: None, tolerance: 0 });
+    }
+    let m = MapReader::new(node, "wait_still", WAIT_STILL_KEYS, diags)?;
+    let quiet = m.required("for", diags).and_then(|n| decode::duration(n, "for", diags));
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    let tolerance = m.get("tolerance").map_or(Some(0), |n| decode::integer(n, "tolerance", 0, 254, diags));
+    Some(StillWait { quiet: quiet?, region, tolerance: tolerance? as u8 })
+}
+
+/// `wait_change: true` or `{region: RECT, min_pixels: 1, tolerance: 0}`.
+fn change_wait(node: &Node, diags: &mut Diagnostics) -> Option<ChangeWait> {
+    if let Value::Bool(b) = node.value {
+        if !b {
+            diags.push(Diagnostic::new(&node.span, "wait_change: false waits for nothing").with_help("remove it"));
+            return None;
+        }
+        return Some(ChangeWait { region: None, min_pixels: 1, tolerance: 0 });
+    }
+    let m = MapReader::new(node, "wait_change", WAIT_CHANGE_KEYS, diags)?;
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    let min_pixels = m.get("min_pixels").map_or(Some(1), |n| decode::integer(n, "min_pixels", 1, i64::MAX, diags));
+    let tolerance = m.get("tolerance").map_or(Some(0), |n| decode::integer(n, "tolerance", 0, 254, diags));
+    Some(ChangeWait { region, min_pixels: min_pixels? as u64, tolerance: tolerance? as u8 })
 }
 
 fn shell(node: &Node, diags: &mut Diagnostics) -> Option<ShellAction> {
@@ -648,6 +790,11 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
             let query = TextMatch::Contains { text: s.clone(), case_sensitive: true };
             return Some((Target::Text { query, region: None, offset: (0, 0) }, Button::Left, false));
         }
+        Value::Int(_) | Value::Float(_) => {
+            let text = decode::text(node, what, diags)?;
+            let query = TextMatch::Contains { text, case_sensitive: true };
+            return Some((Target::Text { query, region: None, offset: (0, 0) }, Button::Left, false));
+        }
         _ => {}
     }
     let m = MapReader::new(node, what, TARGET_KEYS, diags)?;
@@ -680,7 +827,7 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
             }
         },
     };
-    let kinds: Vec<&str> = ["x", "at", "text", "regex", "image"].into_iter().filter(|k| m.has(k)).collect();
+    let kinds: Vec<&str> = ["x", "at", "text", "regex", "image", "needle"].into_iter().filter(|k| m.has(k)).collect();
     let target = match kinds.as_slice() {
         ["x"] => {
             let y = m.required("y", diags);
@@ -693,6 +840,19 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
         }
         ["at"] => m.get("at").and_then(|n| decode::point(n, "at", diags)).map(Target::At),
         ["text"] | ["regex"] => text_match(&m, diags).map(|query| Target::Text { query, region, offset }),
+        ["needle"] => {
+            let n = m.get("needle")?;
+            let name = decode::non_empty(n, "needle", diags);
+            let point = m.get("point").and_then(|p| decode::non_empty(p, "point", diags));
+            let threshold = m.get("threshold").and_then(|t| decode::number(t, "threshold", 0.0, 1.0, diags));
+            Some(Target::Needle {
+                needle: Reference { name: name?, span: n.span.clone(), path: None },
+                point,
+                threshold,
+                region,
+                offset,
+            })
+        }
         [_] => {
             let n = m.get("image")?;
             let name = decode::non_empty(n, "image", diags);
@@ -708,8 +868,8 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
         }
         [] => {
             diags.push(
-                Diagnostic::new(&node.span, format!("{what} needs a place: x/y, at, text, regex or image"))
-                    .with_help("e.g. `click: [100, 200]`, `click: {text: \"OK\"}` or `click: {image: ok.png}`"),
+                Diagnostic::new(&node.span, format!("{what} needs a place: x/y, at, text, regex, image or needle"))
+                    .with_help("e.g. `click: [100, 200]`, `click: {text: \"OK\"}`, `click: {image: ok.png}` or `click: {needle: ok_dialog, point: ok}`"),
             );
             None
         }
@@ -721,8 +881,17 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
     if m.has("y") && !m.has("x") {
         diags.push(Diagnostic::new(&node.span, format!("{what} has 'y' without 'x'")));
     }
-    if m.has("threshold") && !m.has("image") {
-        diags.push(Diagnostic::new(&m.entry("threshold")?.key_span, "'threshold' applies to image targets only"));
+    if m.has("threshold") && !m.has("image") && !m.has("needle") {
+        diags.push(Diagnostic::new(
+            &m.entry("threshold")?.key_span,
+            "'threshold' applies to image and needle targets only",
+        ));
+    }
+    if m.has("point") && !m.has("needle") {
+        diags.push(Diagnostic::new(&m.entry("point")?.key_span, "'point' names a click point of a needle target"));
+    }
+    if m.has("max_distance") && !m.has("text") {
+        diags.push(Diagnostic::new(&m.entry("max_distance")?.key_span, "'max_distance' applies to text targets only"));
     }
     if diags.len() > before {
         return None;
@@ -734,12 +903,34 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
 fn text_match(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<TextMatch> {
     let case_sensitive =
         m.get("case_sensitive").and_then(|n| decode::boolean(n, "case_sensitive", diags)).unwrap_or(true);
+    let max_distance =
+        m.get("max_distance").and_then(|n| decode::integer(n, "max_distance", 0, 1000, diags)).unwrap_or(0) as u32;
+    if let (Some(d), Some(_)) = (m.entry("max_distance"), m.get("regex")) {
+        diags.push(
+            Diagnostic::new(&d.key_span, "'max_distance' applies to 'text', not to 'regex'")
+                .with_help("write the tolerance into the regex, or match text"),
+        );
+        return None;
+    }
     match (m.get("text"), m.get("regex")) {
         (Some(t), None) => {
             let text = decode::text(t, "text", diags)?;
             if text.trim().is_empty() {
                 diags.push(Diagnostic::new(&t.span, "text must not be empty"));
                 return None;
+            }
+            if max_distance > 0 {
+                if max_distance as usize >= text.trim().chars().count() {
+                    diags.push(
+                        Diagnostic::new(
+                            &m.entry("max_distance")?.value.span,
+                            format!("max_distance {max_distance} would let any text of that length match"),
+                        )
+                        .with_help("allow fewer edits than the text has characters (1 or 2 per 10 characters)"),
+                    );
+                    return None;
+                }
+                return Some(TextMatch::Fuzzy { text, case_sensitive, max_distance });
             }
             Some(TextMatch::Contains { text, case_sensitive })
         }
@@ -805,6 +996,7 @@ pub fn expectation(node: &Node, negate: bool, defaults: &Defaults, diags: &mut D
     let present: Vec<&str> = kinds.iter().copied().filter(|k| m.has(k)).collect();
     let check = match present.as_slice() {
         ["ocr"] => ocr(m.get("ocr")?, diags).map(Check::Ocr),
+        ["needle"] => needle(m.get("needle")?, diags).map(Check::Needle),
         [_] => ssim(m.get("ssim")?, defaults, diags).map(Check::Ssim),
         [] => {
             if m.entries().is_empty() {
@@ -831,15 +1023,67 @@ fn ocr(node: &Node, diags: &mut Diagnostics) -> Option<OcrCheck> {
                 diags.push(Diagnostic::new(&node.span, "ocr text must not be empty"));
                 return None;
             }
-            Some(OcrCheck { query: TextMatch::Contains { text, case_sensitive: true }, region: None })
+            Some(OcrCheck {
+                query: TextMatch::Contains { text, case_sensitive: true },
+                region: None,
+                variants: Vec::new(),
+            })
         }
         _ => {
             let m = MapReader::new(node, "an ocr check", OCR_KEYS, diags)?;
             let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+            let variants = match m.get("variants") {
+                None => Vec::new(),
+                Some(n) => ocr_variants(n, diags)?,
+            };
             let query = text_match(&m, diags)?;
-            Some(OcrCheck { query, region })
+            Some(OcrCheck { query, region, variants })
         }
     }
+}
+
+fn ocr_variants(node: &Node, diags: &mut Diagnostics) -> Option<Vec<crate::vision::ocr::OcrVariant>> {
+    use crate::vision::ocr::OcrVariant;
+    let before = diags.len();
+    let mut out = Vec::new();
+    for item in decode::list(node, "variants", true, diags)? {
+        let Some(name) = decode::string(item, "variant", diags) else { continue };
+        match OcrVariant::ALL.iter().find(|v| v.name() == name) {
+            Some(v) if !out.contains(v) => out.push(*v),
+            Some(_) => diags.push(Diagnostic::new(&item.span, format!("variant '{name}' is listed twice"))),
+            None => {
+                let mut d = Diagnostic::new(&item.span, format!("unknown OCR variant '{name}'"))
+                    .with_help(format!("variants: {}", OCR_VARIANTS.join(", ")));
+                if let Some(s) = did_you_mean(&name, OCR_VARIANTS.iter().copied()) {
+                    d = d.with_help(format!("did you mean '{s}'?"));
+                }
+                diags.push(d);
+            }
+        }
+    }
+    if out.is_empty() && diags.len() == before {
+        diags.push(Diagnostic::new(&node.span, "variants must name at least one variant"));
+    }
+    (diags.len() == before).then_some(out)
+}
+
+/// `needle: NAME` or `{name: NAME, threshold: 0.9, region: RECT}`.
+fn needle(node: &Node, diags: &mut Diagnostics) -> Option<NeedleCheck> {
+    if let Value::Str(_) = node.value {
+        let name = decode::non_empty(node, "needle", diags)?;
+        return Some(NeedleCheck {
+            needle: Reference { name, span: node.span.clone(), path: None },
+            threshold: None,
+            region: None,
+        });
+    }
+    let m = MapReader::new(node, "a needle check", NEEDLE_KEYS, diags)?;
+    let needle = m.required("name", diags).and_then(|n| {
+        decode::non_empty(n, "name", diags).map(|name| Reference { name, span: n.span.clone(), path: None })
+    });
+    let threshold = m.get("threshold").and_then(|n| decode::number(n, "threshold", 0.0, 1.0, diags));
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    Some(NeedleCheck { needle: needle?, threshold, region })
 }
 
 fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<SsimCheck> {
@@ -851,6 +1095,8 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
             mask: Vec::new(),
             threshold: defaults.ssim_threshold,
             window: SsimWindowKind::Gaussian,
+            colour: false,
+            regions: Vec::new(),
         });
     }
     let m = MapReader::new(node, "an ssim check", SSIM_KEYS, diags)?;
@@ -891,7 +1137,29 @@ fn ssim(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Ssi
             }
         },
     };
-    Some(SsimCheck { reference: reference?, region, mask, threshold: threshold?, window })
+    let colour = m.get("colour").and_then(|n| decode::boolean(n, "colour", diags)).unwrap_or(false);
+    let mut regions = Vec::new();
+    if let Some(n) = m.get("regions") {
+        for item in decode::list(n, "regions", true, diags).unwrap_or_default() {
+            let Some(rm) = MapReader::new(item, "an ssim region", SSIM_REGION_KEYS, diags) else { continue };
+            let r = rm.required("region", diags).and_then(|n| decode::rect(n, "region", diags));
+            let t = rm.get("threshold").map_or(threshold, |n| decode::number(n, "threshold", 0.0, 1.0, diags));
+            let name = rm.get("name").and_then(|n| decode::non_empty(n, "name", diags));
+            if let (Some(r), Some(outer)) = (r, region)
+                && !outer.contains_rect(&r)
+            {
+                diags.push(
+                    Diagnostic::new(&item.span, format!("region {r} lies outside the check's region {outer}"))
+                        .with_help("regions are screen rectangles inside the compared area"),
+                );
+                continue;
+            }
+            if let (Some(region), Some(threshold)) = (r, t) {
+                regions.push(SsimRegion { name, region, threshold });
+            }
+        }
+    }
+    Some(SsimCheck { reference: reference?, region, mask, threshold: threshold?, window, colour, regions })
 }
 
 /// The reference images a step uses (SSIM checks, image targets).
@@ -936,6 +1204,12 @@ pub fn default_label(step: &Step) -> String {
         Action::Move(t) => format!("move {}", describe_target(t)),
         Action::Wait(d) => format!("wait {}ms", d.as_millis()),
         Action::WaitFor => format!("wait for {}", checks()),
+        Action::ScreenWait => match (&step.wait_change, &step.wait_still) {
+            (Some(_), Some(s)) => format!("wait for a change, then {}ms still", s.quiet.as_millis()),
+            (Some(_), None) => "wait for a change".into(),
+            (None, Some(s)) => format!("wait until still for {}ms", s.quiet.as_millis()),
+            (None, None) => "wait".into(),
+        },
         Action::Verify => format!("verify {}", checks()),
         Action::Screenshot(s) => format!("screenshot {}", s.name),
     }
@@ -946,5 +1220,9 @@ pub fn describe_target(t: &Target) -> String {
         Target::At(p) => p.to_string(),
         Target::Text { query, .. } => format!("text {query}"),
         Target::Image { reference, .. } => format!("image {}", reference.name),
+        Target::Needle { needle, point, .. } => match point {
+            Some(p) => format!("needle {} point {p}", needle.name),
+            None => format!("needle {}", needle.name),
+        },
     }
 }

@@ -170,6 +170,7 @@ pub fn load(path: &Path, opts: &PlanOptions, sources: &mut SourceMap) -> Result<
     let (_, root) = read_yaml(path, sources)?;
     let project = Project::of_file(path);
     let mut b = Builder::new(opts, project.clone(), scenario_stem(path));
+    b.scenario_file = Some(path.to_path_buf());
     let mut owned = std::mem::take(sources);
     let plan = b.scenario(path, &root, &mut owned);
     *sources = owned;
@@ -214,6 +215,8 @@ struct Builder<'o> {
     opts: &'o PlanOptions,
     project: Project,
     scenario_stem: String,
+    /// The scenario being planned (for the commands suggested in errors).
+    scenario_file: Option<PathBuf>,
     templates: Templates,
     diags: Diagnostics,
     defaults: Defaults,
@@ -227,6 +230,7 @@ impl<'o> Builder<'o> {
             opts,
             project,
             scenario_stem,
+            scenario_file: None,
             templates: Templates::new(opts.secrets.clone()),
             diags: Diagnostics::new(),
             defaults: Defaults::default(),
@@ -644,23 +648,28 @@ impl<'o> Builder<'o> {
 
     fn resolve_references(&mut self, step: &mut Step) {
         let mut refs: Vec<&mut Reference> = Vec::new();
+        // needles with the click point they must have (if named)
+        let mut needles: Vec<(&mut Reference, Option<Option<String>>)> = Vec::new();
         for e in step.expect.iter_mut() {
-            if let model::Check::Ssim(s) = &mut e.check {
-                refs.push(&mut s.reference);
+            match &mut e.check {
+                model::Check::Ssim(s) => refs.push(&mut s.reference),
+                model::Check::Needle(n) => needles.push((&mut n.needle, None)),
+                model::Check::Ocr(_) => {}
             }
         }
         match &mut step.action {
-            Action::Click(c) => {
-                if let Target::Image { reference, .. } = &mut c.target {
-                    refs.push(reference);
-                }
-            }
+            Action::Click(c) => match &mut c.target {
+                Target::Image { reference, .. } => refs.push(reference),
+                Target::Needle { needle, point, .. } => needles.push((needle, Some(point.clone()))),
+                _ => {}
+            },
             Action::Move(Target::Image { reference, .. }) => refs.push(reference),
-            Action::Launch(l) => {
-                if let Some(model::Expect { check: model::Check::Ssim(s), .. }) = &mut l.until {
-                    refs.push(&mut s.reference);
-                }
-            }
+            Action::Move(Target::Needle { needle, point, .. }) => needles.push((needle, Some(point.clone()))),
+            Action::Launch(l) => match &mut l.until {
+                Some(model::Expect { check: model::Check::Ssim(s), .. }) => refs.push(&mut s.reference),
+                Some(model::Expect { check: model::Check::Needle(n), .. }) => needles.push((&mut n.needle, None)),
+                _ => {}
+            },
             _ => {}
         }
         for r in refs {
@@ -676,13 +685,75 @@ impl<'o> Builder<'o> {
                                 &r.span,
                                 format!("reference image '{}' not found (looked for {looked})", r.name),
                             )
-                            .with_help("create it from a run: add `--update-references missing` to `smoke run`"),
+                            .with_help(format!(
+                                "create it from a run: {} (it is written to {})",
+                                self.update_command(),
+                                display_path(&create_at)
+                            )),
                         );
                     }
                     r.path = Some(create_at);
                 }
             }
         }
+        for (n, point) in needles {
+            let candidates = self.needle_candidates(&n.name);
+            let Some(found) = candidates.iter().find(|p| p.is_file()) else {
+                let looked = candidates.iter().map(|p| display_path(p)).collect::<Vec<_>>().join(", ");
+                self.diags.push(
+                    Diagnostic::new(&n.span, format!("needle '{}' not found (looked for {looked})", n.name)).with_help(
+                        "a needle is NAME.png + NAME.json (its areas) under needles/; \
+                         `smoke needle import` converts openQA needles",
+                    ),
+                );
+                continue;
+            };
+            match crate::vision::needle::NeedleImage::load(found) {
+                Err(e) => self.diags.push(Diagnostic::new(&n.span, format!("needle '{}': {e}", n.name))),
+                Ok(needle) => {
+                    if let Some(point) = point
+                        && needle.point(point.as_deref()).is_none()
+                    {
+                        let ids: Vec<String> =
+                            needle.point_ids().iter().map(|i| i.unwrap_or("(unnamed)").to_string()).collect();
+                        let msg = match &point {
+                            Some(p) => format!("needle '{}' has no click point '{p}'", n.name),
+                            None => format!("needle '{}' has several click points: name one", n.name),
+                        };
+                        self.diags
+                            .push(Diagnostic::new(&n.span, msg).with_help(format!("its points: {}", ids.join(", "))));
+                    }
+                }
+            }
+            n.path = Some(found.clone());
+        }
+    }
+
+    /// The command that creates missing references for this scenario and target.
+    fn update_command(&self) -> String {
+        let file = self.scenario_file.as_deref().map(display_path).unwrap_or_else(|| "SCENARIO".into());
+        format!("smoke run {file} --os {} --update-references missing", self.opts.target.name)
+    }
+
+    /// `needles/<scenario>/<os>/NAME.json`, `.../<family>/`, `needles/<scenario>/`,
+    /// `needles/<os>/`, `needles/<family>/`, `needles/NAME.json`.
+    fn needle_candidates(&self, name: &str) -> Vec<PathBuf> {
+        let base = name.strip_suffix(".json").or_else(|| name.strip_suffix(".png")).unwrap_or(name);
+        let file = format!("{base}.json");
+        let dir = self.project.needles_dir();
+        let t = &self.opts.target;
+        let scen = dir.join(&self.scenario_stem);
+        let mut out = vec![scen.join(&t.name).join(&file)];
+        if t.family != t.name {
+            out.push(scen.join(&t.family).join(&file));
+        }
+        out.push(scen.join(&file));
+        out.push(dir.join(&t.name).join(&file));
+        if t.family != t.name {
+            out.push(dir.join(&t.family).join(&file));
+        }
+        out.push(dir.join(&file));
+        out
     }
 
     /// `reference/<scenario>/<os>/NAME`, `.../<family>/NAME`, `reference/<scenario>/NAME`, `reference/NAME`.

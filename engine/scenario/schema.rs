@@ -41,6 +41,17 @@ fn defs() -> Value {
             "click" | "move" => json!({"$ref": "#/$defs/target"}),
             "wait" | "timeout" => json!({"$ref": "#/$defs/duration"}),
             "wait_for" | "verify" | "verify_not" => json!({"$ref": "#/$defs/checks"}),
+            "wait_still" => {
+                json!({"anyOf": [{"$ref": "#/$defs/duration"}, {"type": "object", "additionalProperties": false, "properties": {
+                "for": {"$ref": "#/$defs/duration"}, "region": {"$ref": "#/$defs/rect"},
+                "tolerance": {"type": "integer", "minimum": 0, "maximum": 254, "description": "Channel differences up to this are no change."}}, "required": ["for"]}]})
+            }
+            "wait_change" => {
+                json!({"anyOf": [{"const": true}, {"type": "object", "additionalProperties": false, "properties": {
+                "region": {"$ref": "#/$defs/rect"},
+                "min_pixels": {"type": "integer", "minimum": 1, "description": "Changed pixels needed (default 1)."},
+                "tolerance": {"type": "integer", "minimum": 0, "maximum": 254}}}]})
+            }
             "screenshot" => {
                 json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
                 "name": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]})
@@ -63,6 +74,8 @@ fn defs() -> Value {
             "ocr" => {
                 json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
                 "text": {"type": ["string", "number"]}, "regex": {"type": "string"}, "case_sensitive": {"type": "boolean"},
+                "max_distance": {"type": "integer", "minimum": 0, "description": "Edits (Levenshtein) the text read may differ by."},
+                "variants": {"type": "array", "items": {"enum": model::OCR_VARIANTS}, "description": "Preprocessing passes to try, in order."},
                 "region": {"$ref": "#/$defs/rect"}}}]})
             }
             "ssim" => {
@@ -70,7 +83,19 @@ fn defs() -> Value {
                 "reference": {"type": "string", "description": "Image under reference/<scenario>/<os>/ (or <family>/, or reference/)."},
                 "region": {"$ref": "#/$defs/rect"},
                 "mask": {"anyOf": [{"$ref": "#/$defs/rect"}, {"type": "array", "items": {"$ref": "#/$defs/rect"}}], "description": "Screen rectangles to ignore."},
-                "threshold": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["reference"]}]})
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                "window": {"enum": ["gaussian", "box"]},
+                "colour": {"type": "boolean", "description": "Compare each RGB channel; the lowest score counts."},
+                "regions": {"type": "array", "items": {"type": "object", "additionalProperties": false, "properties": {
+                    "region": {"$ref": "#/$defs/rect"}, "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                    "name": {"type": "string"}}, "required": ["region"]}, "description": "Parts with thresholds of their own."}},
+                "required": ["reference"]}]})
+            }
+            "needle" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "name": {"type": "string", "description": "NAME.json + NAME.png under needles/<scenario>/<os>/ (or the fallbacks)."},
+                "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": "ZNCC threshold for every match area."},
+                "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]})
             }
             _ => json!({}),
         };
@@ -102,6 +127,13 @@ fn defs() -> Value {
             "regex" => json!({"type": "string"}),
             "case_sensitive" | "double" => json!({"type": "boolean"}),
             "image" => json!({"type": "string", "description": "An image found on screen by template match."}),
+            "needle" => {
+                json!({"type": "string", "description": "A needle found on screen; the click goes to its point."})
+            }
+            "point" => json!({"type": "string", "description": "The id of the needle's click point."}),
+            "max_distance" => {
+                json!({"type": "integer", "minimum": 0, "description": "Edits the OCR reading may differ by."})
+            }
             "threshold" => json!({"type": "number", "minimum": 0, "maximum": 1}),
             "region" => json!({"$ref": "#/$defs/rect"}),
             "offset" => json!({"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}),

@@ -60,6 +60,25 @@ impl GrayImage {
         Some(GrayImage { width: r.w, height: r.h, pixels })
     }
 
+    /// One colour channel (0 red, 1 green, 2 blue) of the part of `frame` inside
+    /// `region` (clipped); `None` when the region lies outside or the channel
+    /// does not exist.
+    pub fn channel_of_frame(frame: &Frame, channel: usize, region: Rect) -> Option<GrayImage> {
+        if channel > 2 {
+            return None;
+        }
+        let r = region.intersect(&frame.bounds())?;
+        let stride = frame.width() as usize * 4;
+        let src = frame.pixels();
+        let mut pixels = Vec::with_capacity(r.area() as usize);
+        for y in r.y..r.bottom() {
+            let start = y as usize * stride + r.x as usize * 4;
+            let row = src.get(start..start + r.w as usize * 4)?;
+            pixels.extend(row.chunks_exact(4).map(|p| p[channel]));
+        }
+        Some(GrayImage { width: r.w, height: r.h, pixels })
+    }
+
     /// Wrap a luma buffer of `width * height` bytes.
     pub fn from_luma(width: u32, height: u32, pixels: Vec<u8>) -> Result<GrayImage, GrayError> {
         if pixels.len() != width as usize * height as usize {

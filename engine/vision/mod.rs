@@ -18,8 +18,11 @@
 
 pub mod diff;
 pub mod gray;
+pub mod needle;
 pub mod ocr;
 pub mod ssim;
+pub mod still;
 pub mod template;
+pub mod verbs;
 
 pub use gray::{GrayImage, Mask};

@@ -32,7 +32,7 @@
 
 use crate::frame::Frame;
 use crate::geometry::{Point, Rect};
-use crate::vision::gray::GrayImage;
+use crate::vision::gray::{GrayImage, Mask};
 
 /// Why a template search could not run.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -56,33 +56,53 @@ pub struct Needle {
     rgb: Frame,
     /// Grayscale pyramid, level 0 = full resolution.
     levels: Vec<NeedleLevel>,
+    /// Ignored pixels at full resolution (row by row), when masked.
+    mask: Option<Vec<bool>>,
 }
 
 #[derive(Debug, Clone)]
 struct NeedleLevel {
     width: usize,
     height: usize,
-    /// Pixel values minus their mean.
+    /// Pixel values minus their mean (over the used pixels); 0 where masked.
     zero_mean: Vec<f32>,
     /// sqrt(sum of squared deviations).
     norm: f64,
+    /// For a masked needle: which pixels count (row by row) and how many do.
+    used: Option<Vec<bool>>,
+    count: usize,
 }
 
 impl NeedleLevel {
-    fn new(img: &GrayImage) -> Option<NeedleLevel> {
+    /// `masked`: an image of the same size, non-zero where the pixel is ignored.
+    fn new(img: &GrayImage, masked: Option<&GrayImage>) -> Option<NeedleLevel> {
         let n = img.pixels().len();
         if n == 0 {
             return None;
         }
-        let mean = img.pixels().iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let zero_mean: Vec<f32> = img.pixels().iter().map(|&v| (v as f64 - mean) as f32).collect();
-        let norm = img.pixels().iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>().sqrt();
+        let used: Option<Vec<bool>> = masked.map(|m| m.pixels().iter().map(|&v| v == 0).collect());
+        let is_used = |i: usize| used.as_ref().is_none_or(|u| u[i]);
+        let count = (0..n).filter(|&i| is_used(i)).count();
+        if count == 0 {
+            return None;
+        }
+        let mean = img.pixels().iter().enumerate().filter(|(i, _)| is_used(*i)).map(|(_, &v)| v as f64).sum::<f64>()
+            / count as f64;
+        let zero_mean: Vec<f32> = img
+            .pixels()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if is_used(i) { (v as f64 - mean) as f32 } else { 0.0 })
+            .collect();
+        let norm = zero_mean.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
         // A level whose values are (almost) all equal carries no structure.
         (norm > 1e-3).then_some(NeedleLevel {
             width: img.width() as usize,
             height: img.height() as usize,
             zero_mean,
             norm,
+            used,
+            count,
         })
     }
 }
@@ -94,25 +114,39 @@ const MAX_LEVELS: usize = 6;
 impl Needle {
     /// Prepare `image` as a needle.
     pub fn new(image: &Frame) -> Result<Needle, TemplateError> {
+        Needle::with_mask(image, &Mask::new())
+    }
+
+    /// Prepare `image` as a needle whose pixels inside `mask` (rectangles in
+    /// needle coordinates) are ignored: they neither count in the ZNCC nor in the
+    /// pixel check (a clock or a user name inside a dialog).
+    pub fn with_mask(image: &Frame, mask: &Mask) -> Result<Needle, TemplateError> {
         if image.width() == 0 || image.height() == 0 {
             return Err(TemplateError::EmptyNeedle);
         }
         let mut gray = GrayImage::from_frame(image);
-        let first = gray.pixels().first().copied().unwrap_or(0);
-        let Some(level0) = NeedleLevel::new(&gray) else {
+        let bits = mask.to_bitmap(image.width(), image.height());
+        let mut masked = (!mask.is_empty()).then(|| {
+            let px = bits.iter().map(|&m| if m { 255 } else { 0 }).collect();
+            GrayImage::from_luma(image.width(), image.height(), px).unwrap_or_else(|_| GrayImage::new(0, 0))
+        });
+        let first = gray.pixels().iter().zip(&bits).find(|(_, m)| !**m).map_or(0, |(&v, _)| v);
+        let Some(level0) = NeedleLevel::new(&gray, masked.as_ref()) else {
             return Err(TemplateError::FlatNeedle { luma: first });
         };
         let mut levels = vec![level0];
         while levels.len() < MAX_LEVELS && gray.width().min(gray.height()) / 2 >= MIN_COARSE_SIDE {
             gray = gray.pyramid_down();
+            masked = masked.map(|m| m.pyramid_down());
             // A pattern can average out to a flat image (a fine checkerboard):
             // stop before such a level.
-            match NeedleLevel::new(&gray) {
+            match NeedleLevel::new(&gray, masked.as_ref()) {
                 Some(level) => levels.push(level),
                 None => break,
             }
         }
-        Ok(Needle { rgb: image.clone(), levels })
+        let mask = (!mask.is_empty()).then_some(bits);
+        Ok(Needle { rgb: image.clone(), levels, mask })
     }
 
     /// Cut the needle out of a screen.
@@ -220,7 +254,7 @@ pub fn find_template(screen: &Frame, needle: &Needle, options: &MatchOptions) ->
     let mut best: Option<(Rect, f32, f64)> = None;
     for &((x, y), score) in candidates.iter().take_while(|c| c.1 >= best_score - FINAL_TIE) {
         let location = Rect::new(area.x + x as u32, area.y + y as u32, needle.width(), needle.height());
-        let difference = block_difference(screen, needle.image(), location);
+        let difference = block_difference(screen, needle.image(), needle.mask.as_deref(), location);
         if best.is_none_or(|(_, _, d)| difference < d) {
             best = Some((location, score, difference));
         }
@@ -490,6 +524,15 @@ fn zncc_at(screen: &ScreenLevel, needle: &NeedleLevel, x: usize, y: usize) -> f3
         }
         let tail: f32 = rr.iter().zip(tr).map(|(&v, &t)| t * v).sum();
         cross += lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64;
+        if let Some(used) = &needle.used {
+            for (&v, &u) in bytes.iter().zip(&used[j * tw..(j + 1) * tw]) {
+                if u {
+                    s += v as u64;
+                    sq += v as u64 * v as u64;
+                }
+            }
+            continue;
+        }
         // u32 partial sums cannot overflow within 16384 pixels.
         for part in bytes.chunks(16384) {
             let (mut rs, mut rq) = (0u32, 0u32);
@@ -501,7 +544,7 @@ fn zncc_at(screen: &ScreenLevel, needle: &NeedleLevel, x: usize, y: usize) -> f3
             sq += rq as u64;
         }
     }
-    let n = (tw * th) as f64;
+    let n = needle.count as f64;
     let (s, sq) = (s as f64, sq as f64);
     zncc(cross, sq - s * s / n, needle.norm)
 }
@@ -554,7 +597,7 @@ fn best_peaks(map: &ScoreMap, beam: usize, needle: &NeedleLevel) -> Vec<((usize,
 /// The largest mean over `BLOCK` x `BLOCK` blocks of the per-pixel largest
 /// channel difference between `needle` and `screen` inside `rect` (255 when the
 /// rectangle does not fit).
-fn block_difference(screen: &Frame, needle: &Frame, rect: Rect) -> f64 {
+fn block_difference(screen: &Frame, needle: &Frame, mask: Option<&[bool]>, rect: Rect) -> f64 {
     let Some(patch) = screen.crop(rect) else {
         return 255.0;
     };
@@ -566,6 +609,9 @@ fn block_difference(screen: &Frame, needle: &Frame, rect: Rect) -> f64 {
     let mut sums = vec![0u32; bw * bh];
     let mut counts = vec![0u32; bw * bh];
     for (i, (p, q)) in patch.pixels().chunks_exact(4).zip(needle.pixels().chunks_exact(4)).enumerate() {
+        if mask.is_some_and(|m| m.get(i).copied().unwrap_or(false)) {
+            continue;
+        }
         let (x, y) = (i as u32 % w, i as u32 / w);
         let b = (y / BLOCK) as usize * bw + (x / BLOCK) as usize;
         let d = (0..3).map(|c| p[c].abs_diff(q[c])).max().unwrap_or(0);

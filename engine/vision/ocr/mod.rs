@@ -114,6 +114,8 @@ pub struct OcrFind {
     pub found: Option<Rect>,
     /// The matched characters, if found.
     pub matched: Option<String>,
+    /// Edits between the query and the matched characters (fuzzy queries).
+    pub distance: Option<u32>,
     /// All text read in the last pass.
     pub text: String,
     /// The variant of the last pass (the one that matched, if any).
@@ -208,13 +210,21 @@ impl Ocr {
                 return Ok(OcrFind {
                     found: Some(m.bbox),
                     matched: Some(m.text),
+                    distance: Some(m.distance),
                     text: last_text,
                     variant: variant.name(),
                     passes,
                 });
             }
         }
-        Ok(OcrFind { found: None, matched: None, text: last_text, variant: last_variant.name(), passes })
+        Ok(OcrFind {
+            found: None,
+            matched: None,
+            distance: None,
+            text: last_text,
+            variant: last_variant.name(),
+            passes,
+        })
     }
 
     async fn pass(&self, gray: &GrayImage, area: Rect, variant: OcrVariant) -> Result<OcrText, OcrError> {

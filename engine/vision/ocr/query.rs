@@ -18,6 +18,11 @@ pub enum TextQuery {
     Contains { text: String, case_sensitive: bool },
     /// A regular expression over each line, then over the full text.
     Regex(Regex),
+    /// A substring read with up to `max_distance` edits (insertions, deletions,
+    /// substitutions of one character; Levenshtein distance): OCR misreads
+    /// single characters (`l` for `I`, `0` for `O`). Whitespace is normalised
+    /// as for [`TextQuery::Contains`]; the closest match wins.
+    Fuzzy { text: String, case_sensitive: bool, max_distance: u32 },
 }
 
 /// Why a query could not be built.
@@ -45,9 +50,38 @@ impl TextQuery {
         Ok(TextQuery::Regex(Regex::new(pattern)?))
     }
 
-    /// The query as one regex.
-    pub(crate) fn compile(&self) -> Result<Regex, QueryError> {
+    /// A substring with up to `max_distance` edits (0 = exact).
+    pub fn fuzzy(text: impl Into<String>, case_sensitive: bool, max_distance: u32) -> TextQuery {
+        let text = text.into();
+        if max_distance == 0 {
+            return TextQuery::Contains { text, case_sensitive };
+        }
+        TextQuery::Fuzzy { text, case_sensitive, max_distance }
+    }
+
+    /// The query ready for matching.
+    pub(crate) fn compile(&self) -> Result<Matcher, QueryError> {
         match self {
+            TextQuery::Fuzzy { text, case_sensitive, max_distance } => {
+                let norm = text.split_whitespace().collect::<Vec<_>>().join(" ");
+                if norm.is_empty() {
+                    return Err(QueryError::Empty);
+                }
+                let fold = |c: char| if *case_sensitive { c } else { c.to_lowercase().next().unwrap_or(c) };
+                Ok(Matcher::Fuzzy {
+                    pattern: norm.chars().map(fold).collect(),
+                    case_sensitive: *case_sensitive,
+                    max: *max_distance,
+                })
+            }
+            other => Ok(Matcher::Regex(other.as_regex()?)),
+        }
+    }
+
+    /// The query as one regex (not for fuzzy queries).
+    fn as_regex(&self) -> Result<Regex, QueryError> {
+        match self {
+            TextQuery::Fuzzy { .. } => Err(QueryError::Empty),
             TextQuery::Regex(re) => Ok(re.clone()),
             TextQuery::Contains { text, case_sensitive } => {
                 let parts: Vec<String> = text.split_whitespace().map(regex::escape).collect();
@@ -67,6 +101,12 @@ impl std::fmt::Display for TextQuery {
             TextQuery::Contains { text, case_sensitive: true } => write!(f, "{text:?}"),
             TextQuery::Contains { text, case_sensitive: false } => write!(f, "{text:?} (any case)"),
             TextQuery::Regex(re) => write!(f, "/{}/", re.as_str()),
+            TextQuery::Fuzzy { text, case_sensitive, max_distance } => write!(
+                f,
+                "{text:?} (within {max_distance} edit{}{})",
+                if *max_distance == 1 { "" } else { "s" },
+                if *case_sensitive { "" } else { ", any case" }
+            ),
         }
     }
 }
@@ -81,6 +121,84 @@ pub struct TextMatch {
     /// Index of the line in [`crate::vision::ocr::OcrText::lines`], or `None`
     /// when the match spans lines.
     pub line: Option<usize>,
+    /// Edits between the query and the matched text (0 for exact and regex matches).
+    pub distance: u32,
+}
+
+/// A compiled query.
+#[derive(Debug, Clone)]
+pub(crate) enum Matcher {
+    Regex(Regex),
+    Fuzzy { pattern: Vec<char>, case_sensitive: bool, max: u32 },
+}
+
+impl Matcher {
+    /// The first (regex) or closest (fuzzy) match in `text`: byte range and distance.
+    fn find(&self, text: &str) -> Option<(usize, usize, u32)> {
+        match self {
+            Matcher::Regex(re) => re.find(text).map(|m| (m.start(), m.end(), 0)),
+            Matcher::Fuzzy { pattern, case_sensitive, max } => fuzzy_find(pattern, *case_sensitive, *max, text),
+        }
+    }
+}
+
+/// Approximate substring search (Sellers' dynamic programme): the substring of
+/// `text` with the fewest edits to `pattern`, if at most `max`. Runs of
+/// whitespace in `text` count as one space. Ties go to the earliest end, then
+/// the longest match.
+fn fuzzy_find(pattern: &[char], case_sensitive: bool, max: u32, text: &str) -> Option<(usize, usize, u32)> {
+    // Normalised characters with their byte ranges in `text`.
+    let mut chars: Vec<(char, usize, usize)> = Vec::new();
+    let mut last_space = false;
+    for (i, c) in text.char_indices() {
+        let end = i + c.len_utf8();
+        if c.is_whitespace() {
+            if !last_space && !chars.is_empty() {
+                chars.push((' ', i, end));
+            } else if let Some(l) = chars.last_mut().filter(|l| l.0 == ' ') {
+                l.2 = end;
+            }
+            last_space = true;
+            continue;
+        }
+        last_space = false;
+        let c = if case_sensitive { c } else { c.to_lowercase().next().unwrap_or(c) };
+        chars.push((c, i, end));
+    }
+    let m = pattern.len();
+    if m == 0 {
+        return None;
+    }
+    // prev[i] / cur[i]: distance of pattern[..i] ending at the current text
+    // position, with the text index where that alignment starts.
+    let mut prev: Vec<(u32, usize)> = (0..=m).map(|i| (i as u32, 0)).collect();
+    let mut cur = prev.clone();
+    let mut best: Option<(u32, usize, usize)> = None;
+    for (j, &(c, _, _)) in chars.iter().enumerate() {
+        cur[0] = (0, j + 1);
+        for i in 1..=m {
+            let sub = (prev[i - 1].0 + u32::from(pattern[i - 1] != c), prev[i - 1].1);
+            let del = (cur[i - 1].0 + 1, cur[i - 1].1);
+            let ins = (prev[i].0 + 1, prev[i].1);
+            // prefer the alignment that starts earlier (longer match) on ties
+            cur[i] = [sub, del, ins].into_iter().min_by_key(|&(d, s)| (d, s)).unwrap_or(sub);
+        }
+        let (d, start) = cur[m];
+        if d <= max && best.is_none_or(|(bd, _, _)| d < bd) && start <= j {
+            best = Some((d, start, j));
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    let (d, start, end) = best?;
+    // Trim a space at either end of the match.
+    let (mut s, mut e) = (start, end);
+    while s < e && chars[s].0 == ' ' {
+        s += 1;
+    }
+    while e > s && chars[e].0 == ' ' {
+        e -= 1;
+    }
+    Some((chars[s].1, chars[e].2, d))
 }
 
 /// Text with the byte range of every word in it.
@@ -124,27 +242,38 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// Find the first match of `re`: line by line, then across lines.
-pub(crate) fn find_in_lines(lines: &[OcrLine], re: &Regex) -> Option<TextMatch> {
+/// Find the first match of `matcher` (for fuzzy queries: the closest line),
+/// line by line, then across lines.
+pub(crate) fn find_in_lines(lines: &[OcrLine], matcher: &Matcher) -> Option<TextMatch> {
+    let mut best: Option<TextMatch> = None;
     for (index, line) in lines.iter().enumerate() {
         let mut layout = Layout::new();
         for w in &line.words {
             layout.push_word(w, " ");
         }
-        if let Some(m) = re.find(&layout.text) {
-            return Some(TextMatch {
-                text: m.as_str().to_string(),
-                bbox: layout.bbox(m.start(), m.end()),
+        if let Some((s, e, d)) = matcher.find(&layout.text)
+            && best.as_ref().is_none_or(|b| d < b.distance)
+        {
+            best = Some(TextMatch {
+                text: layout.text[s..e].to_string(),
+                bbox: layout.bbox(s, e),
                 line: Some(index),
+                distance: d,
             });
+            if d == 0 {
+                break;
+            }
         }
+    }
+    if best.is_some() {
+        return best;
     }
     let mut layout = Layout::new();
     for line in lines {
         layout.push_line(line);
     }
-    let m = re.find(&layout.text)?;
-    Some(TextMatch { text: m.as_str().to_string(), bbox: layout.bbox(m.start(), m.end()), line: None })
+    let (s, e, d) = matcher.find(&layout.text)?;
+    Some(TextMatch { text: layout.text[s..e].to_string(), bbox: layout.bbox(s, e), line: None, distance: d })
 }
 
 #[cfg(test)]
@@ -183,5 +312,28 @@ mod tests {
         assert_eq!(find_in_lines(&lines, &re).unwrap().bbox, Rect::new(160, 20, 30, 12));
         assert!(matches!(TextQuery::contains("  ").compile(), Err(QueryError::Empty)));
         assert!(TextQuery::regex("(").is_err());
+    }
+
+    #[test]
+    fn fuzzy_matches_within_the_edit_budget() {
+        let lines = vec![
+            line(vec![word("Pick", 0, 0), word("an", 50, 0), word("action:", 80, 0)]),
+            line(vec![word("SM0KE-TEST", 0, 20), word("Iine", 110, 20), word("42:", 160, 20), word("ready", 200, 20)]),
+        ];
+        let exact = TextQuery::contains("SMOKE-TEST line").compile().unwrap();
+        assert!(find_in_lines(&lines, &exact).is_none());
+        let two = TextQuery::fuzzy("SMOKE-TEST line", true, 2).compile().unwrap();
+        let m = find_in_lines(&lines, &two).unwrap();
+        assert_eq!((m.text.as_str(), m.distance, m.line), ("SM0KE-TEST Iine", 2, Some(1)));
+        assert_eq!(m.bbox, Rect::new(0, 20, 150, 12));
+        assert!(find_in_lines(&lines, &TextQuery::fuzzy("SMOKE-TEST line", true, 1).compile().unwrap()).is_none());
+        // Case folding counts no edits; the closest line wins.
+        let m = find_in_lines(&lines, &TextQuery::fuzzy("PICK AN ACTlON", false, 1).compile().unwrap()).unwrap();
+        assert_eq!((m.text.as_str(), m.distance), ("Pick an action", 1));
+        assert_eq!(fuzzy_find(&['a', 'b', 'c'], true, 0, "xx abc"), Some((3, 6, 0)));
+        assert_eq!(fuzzy_find(&['a', 'b', 'c'], true, 1, "ab"), Some((0, 2, 1)));
+        assert_eq!(fuzzy_find(&['a', 'b'], true, 0, "a  b"), None);
+        assert_eq!(fuzzy_find(&['a', ' ', 'b'], true, 0, "a \t b"), Some((0, 5, 0)));
+        assert!(matches!(TextQuery::fuzzy(" ", true, 1).compile(), Err(QueryError::Empty)));
     }
 }

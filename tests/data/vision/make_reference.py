@@ -59,9 +59,38 @@ for pair, fa, fb in PAIRS:
                 "region": region, "score": float(score), "map_samples": samples(s),
             })
 
+# Colour: each RGB channel on its own (smoke's colour mode takes the lowest;
+# structural_similarity with channel_axis=2 would return their mean).
+COLOUR_PAIRS = [
+    ("button_red_green", "button_red.png", "button_green.png"),
+    ("colour", "screen_base.png", "screen_colour.png"),
+]
+for pair, fa, fb in COLOUR_PAIRS:
+    a = np.asarray(Image.open(os.path.join(HERE, fa)).convert("RGB"))
+    b = np.asarray(Image.open(os.path.join(HERE, fb)).convert("RGB"))
+    for region in [None, [120, 140, 200, 60]]:
+        channels = []
+        for c in range(3):
+            ca, cb = a[:, :, c], b[:, :, c]
+            if region is not None:
+                x, y, w, h = region
+                ca, cb = ca[y:y + h, x:x + w], cb[y:y + h, x:x + w]
+            channels.append(float(structural_similarity(
+                ca, cb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)))
+        ga, gb = luma(fa), luma(fb)
+        if region is not None:
+            x, y, w, h = region
+            ga, gb = ga[y:y + h, x:x + w], gb[y:y + h, x:x + w]
+        gray = float(structural_similarity(
+            ga, gb, data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
+        cases.append({"pair": pair, "a": fa, "b": fb, "window": {"gaussian": 1.5}, "sample_covariance": False,
+                      "region": region, "channels": channels, "gray": gray})
+
 with open(os.path.join(HERE, "ssim_reference.json"), "w") as f:
     json.dump({"generator": f"scikit-image {skimage.__version__}", "cases": cases}, f, indent=1)
 print(f"{len(cases)} cases")
 for c in cases:
-    if c["region"] is None:
+    if "channels" in c:
+        print(c["pair"], c["region"], "channels", [round(v, 6) for v in c["channels"]], "gray", round(c["gray"], 6))
+    elif c["region"] is None:
         print(c["pair"], c["window"], c["sample_covariance"], round(c["score"], 6))
