@@ -248,12 +248,7 @@ impl Checker {
             e.scores.push(score(name, a.score, Some(a.threshold), a.passed, Some(a.found)));
         }
         if !e.passed {
-            // the first failing match area against the best candidate's pixels
-            if let Some(a) = m.areas.iter().find(|a| a.kind == AreaKind::Match && !a.passed)
-                && let (Some(want), Some(got)) = (needle.image.crop(a.expected), frame.crop(a.found))
-            {
-                e.diff = Some(vision::diff::heatmap(&want, &got));
-            }
+            e.diff = needle_heatmap(needle, &m, frame);
         }
         e.reference_path = Some(path);
         Ok(e)
@@ -352,6 +347,20 @@ impl Checker {
         Ok((m.passed().then(|| m.displace(p, frame.bounds())), m))
     }
 
+    /// The heatmap of a needle that was not found, against its best candidate.
+    pub fn needle_diff(&mut self, needle: &Reference, m: &NeedleMatch, frame: &Frame) -> Option<Frame> {
+        let path = reference_path(needle).ok()?;
+        needle_heatmap(self.needle(&path).ok()?, m, frame)
+    }
+
+    /// The heatmap of a reference image against the screen's pixels at `at`
+    /// (its best candidate).
+    pub fn image_diff(&mut self, reference: &Reference, at: Rect, frame: &Frame) -> Option<Frame> {
+        let path = reference_path(reference).ok()?;
+        let want = self.load_reference(&path).ok()?;
+        Some(vision::diff::heatmap(&want, &frame.crop(at)?))
+    }
+
     /// Find a reference image on the screen: the best match, its score, and
     /// whether it counts as found at `threshold`.
     pub fn locate_image(
@@ -374,6 +383,14 @@ impl Checker {
             .map_err(|e| CheckError::Invalid(e.to_string()))?;
         Ok((m.rect, m.score, m.found))
     }
+}
+
+/// Where a needle that did not pass differs from its best candidate: the
+/// first failing match area against the screen's pixels there.
+fn needle_heatmap(needle: &NeedleImage, m: &NeedleMatch, frame: &Frame) -> Option<Frame> {
+    let a = m.areas.iter().find(|a| a.kind == AreaKind::Match && !a.passed)?;
+    let (want, got) = (needle.image.crop(a.expected)?, frame.crop(a.found)?);
+    Some(vision::diff::heatmap(&want, &got))
 }
 
 fn reference_path(r: &Reference) -> Result<PathBuf, CheckError> {

@@ -684,7 +684,7 @@ impl<'a> Runner<'a> {
         loop {
             let frame = self.screen.capture().await?;
             polls += 1;
-            let (found, text, score, kind, desc) = match target {
+            let (found, best, text, score, kind, desc) = match target {
                 Target::At(p) => {
                     if p.x >= frame.width() || p.y >= frame.height() {
                         return Err(StepError::Failed(format!(
@@ -697,7 +697,7 @@ impl<'a> Runner<'a> {
                 }
                 Target::Text { query, region, offset } => {
                     let (found, text) = self.checker.locate_text(query, *region, &frame).await?;
-                    (found.map(|f| (f, *offset)), Some(text), None, "ocr", format!("locate text {query}"))
+                    (found.map(|f| (f, *offset)), None, Some(text), None, "ocr", format!("locate text {query}"))
                 }
                 Target::Needle { needle, point, threshold, region, offset } => {
                     let options = crate::vision::needle::NeedleOptions { threshold: *threshold, region: *region };
@@ -708,6 +708,13 @@ impl<'a> Runner<'a> {
                     };
                     let done = at.is_some() || start.elapsed() >= budget;
                     if done {
+                        let (screenshot, diff) = match at {
+                            Some(_) => (None, None),
+                            None => {
+                                let heat = self.checker.needle_diff(needle, &m, &frame);
+                                self.locate_evidence(n, &frame, *region, m.first_box(), heat)
+                            }
+                        };
                         let scores = m
                             .areas
                             .iter()
@@ -732,9 +739,9 @@ impl<'a> Runner<'a> {
                             region: *region,
                             polls,
                             elapsed_ms: start.elapsed().as_millis() as u64,
-                            screenshot: None,
+                            screenshot,
                             reference: needle.path.as_ref().map(|p| crate::project::display_path(p)),
-                            diff: None,
+                            diff,
                             note: Some(format!("offset ({}, {}): {}", m.offset.0, m.offset.1, m.describe())),
                             scores,
                             actual: None,
@@ -760,6 +767,7 @@ impl<'a> Runner<'a> {
                     let (rect, score, found) = self.checker.locate_image(reference, *region, *threshold, &frame)?;
                     (
                         found.then_some((rect, *offset)),
+                        Some(rect),
                         None,
                         Some(score),
                         "image",
@@ -769,6 +777,15 @@ impl<'a> Runner<'a> {
             };
             let done = found.is_some() || start.elapsed() >= budget;
             if done {
+                let (screenshot, diff) = match (found, target) {
+                    (Some(_), _) => (None, None),
+                    (None, Target::Image { reference, region, .. }) => {
+                        let heat = best.and_then(|b| self.checker.image_diff(reference, b, &frame));
+                        self.locate_evidence(n, &frame, *region, best, heat)
+                    }
+                    (None, Target::Text { region, .. }) => self.locate_evidence(n, &frame, *region, None, None),
+                    (None, _) => (None, None),
+                };
                 self.events.emit(Event::Check {
                     step: n,
                     kind: kind.into(),
@@ -778,13 +795,13 @@ impl<'a> Runner<'a> {
                     score,
                     threshold: None,
                     text: text.clone(),
-                    found: found.map(|(f, _)| f),
+                    found: found.map(|(f, _)| f).or(best),
                     region: None,
                     polls,
                     elapsed_ms: start.elapsed().as_millis() as u64,
-                    screenshot: None,
+                    screenshot,
                     reference: None,
-                    diff: None,
+                    diff,
                     note: None,
                     scores: score
                         .map(|s| crate::events::CheckScore {
@@ -816,6 +833,30 @@ impl<'a> Runner<'a> {
             }
             self.sleep(POLL_GAP).await?;
         }
+    }
+
+    /// Evidence of a click target that was not found: the screen with the
+    /// search region and the best candidate outlined, and the heatmap of the
+    /// wanted pixels against that candidate.
+    fn locate_evidence(
+        &self,
+        n: usize,
+        frame: &Frame,
+        region: Option<crate::geometry::Rect>,
+        best: Option<crate::geometry::Rect>,
+        heat: Option<Frame>,
+    ) -> (Option<String>, Option<String>) {
+        let mut shot = frame.clone();
+        for r in region.into_iter().chain(best) {
+            annotate::mark_region(&mut shot, r);
+        }
+        let path = self.results.screenshot(n, "not-found");
+        let screenshot = shot.save_png(&path).ok().map(|_| self.results.relative(&path));
+        let diff = heat.and_then(|d| {
+            let p = self.results.screenshot(n, "diff");
+            d.save_png(&p).ok().map(|_| self.results.relative(&p))
+        });
+        (screenshot, diff)
     }
 
     /// Poll expectations on fresh frames until all hold or `budget` runs out
