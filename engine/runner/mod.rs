@@ -1081,7 +1081,15 @@ impl<'a> Runner<'a> {
                 for e in expects {
                     evals.push(self.checker.evaluate(e, &frame).await?);
                 }
-                last = Some((frame, evals));
+                // every question to the model is on record, also those of
+                // polls whose verdict is superseded (they cost the same)
+                if let Some((_, old)) = last.replace((frame, evals)) {
+                    for (e, ev) in expects.iter().zip(&old) {
+                        if !ev.vlm.is_empty() {
+                            self.report_vlm(n, "check", &ev.vlm, ev.vlm_image.as_ref(), e.check.region(), None);
+                        }
+                    }
+                }
             }
             polls += 1;
             let all = last.as_ref().is_some_and(|(_, ev)| ev.iter().all(|e| e.passed));

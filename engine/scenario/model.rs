@@ -1220,7 +1220,7 @@ fn vlm_check(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Optio
     let accept_any = m.get("accept_any").and_then(|n| decode::boolean(n, "accept_any", diags)).unwrap_or(false);
     let consistent =
         m.get("consistent").and_then(|n| decode::integer(n, "consistent", 1, 15, diags)).unwrap_or(1) as u32;
-    if let (Some(n), false, true) = (m.get("consistent"), accept_any, consistent % 2 == 0) {
+    if let (Some(n), false, true) = (m.get("consistent"), accept_any, consistent.is_multiple_of(2)) {
         diags.push(
             Diagnostic::new(&n.span, format!("consistent: {consistent} can tie"))
                 .with_help("use an odd number of samples for a majority (3, 5), or set accept_any"),
