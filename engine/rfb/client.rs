@@ -77,7 +77,14 @@ impl Default for ConnectOptions {
             password: None,
             timeout: Duration::from_secs(10),
             // ZRLE first: QEMU uses the first encoding it knows.
-            encodings: vec![Encoding::Zrle, Encoding::CopyRect, Encoding::Raw, Encoding::DesktopSize],
+            encodings: vec![
+                Encoding::Zrle,
+                Encoding::CopyRect,
+                Encoding::Raw,
+                Encoding::DesktopSize,
+                protocol::QEMU_EXTENDED_KEY_EVENT,
+                protocol::QEMU_POINTER_MOTION_CHANGE,
+            ],
         }
     }
 }
@@ -105,6 +112,8 @@ struct Inner {
     updates: watch::Receiver<u64>,
     info: ServerInfo,
     label: String,
+    /// Where the last pointer event put the pointer.
+    pointer_at: std::sync::Mutex<(u16, u16)>,
 }
 
 impl Drop for Inner {
@@ -163,6 +172,7 @@ impl VncClient {
                 updates,
                 info,
                 label: label.to_string(),
+                pointer_at: std::sync::Mutex::new((0, 0)),
             }),
         };
         let deadline = Instant::now() + opts.timeout;
@@ -290,10 +300,46 @@ impl VncClient {
         self.inner.shared.write(message, "a KeyEvent").await.map(|_| ())
     }
 
+    /// True once the server acknowledged QEMU Extended Key Event: keys can
+    /// go by scancode, through the target's own keymap.
+    pub fn takes_scancodes(&self) -> bool {
+        self.inner.shared.lock().scancodes
+    }
+
+    /// What the server last said about its pointer (QEMU Pointer Motion
+    /// Change): `Some(false)` for a relative pointer, `None` if it never said.
+    pub fn pointer_absolute(&self) -> Option<bool> {
+        self.inner.shared.lock().pointer_absolute
+    }
+
+    /// Press or release a key by `scancode` (qnum numbering) when the server
+    /// takes scancodes and `scancode` is not 0, else by `keysym`.
+    pub async fn key_code(&self, keysym: u32, scancode: u16, down: bool) -> Result<(), RfbError> {
+        if scancode == 0 || !self.takes_scancodes() {
+            return self.key(keysym, down).await;
+        }
+        let message = ClientMessage::QemuKeyEvent { down, keysym, scancode: u32::from(scancode) }.encode();
+        self.inner.shared.write(message, "a QEMU extended KeyEvent").await.map(|_| ())
+    }
+
     /// Move the pointer to (x, y) with `buttons` held (bit 0 left, 1 middle,
-    /// 2 right, 3/4 wheel up/down).
+    /// 2 right, 3/4 wheel up/down, 5/6 wheel left/right). On a server whose
+    /// pointer is relative (QEMU without a tablet) the move is sent as the
+    /// difference from the last position, as QEMU expects it (offset from
+    /// 0x7fff).
     pub async fn pointer(&self, x: u16, y: u16, buttons: u8) -> Result<(), RfbError> {
-        let message = ClientMessage::PointerEvent { buttons, x, y }.encode();
+        let (sx, sy) = if self.pointer_absolute() == Some(false) {
+            let mut last = self.inner.pointer_at.lock().unwrap_or_else(|p| p.into_inner());
+            let dx = i32::from(x) - i32::from(last.0);
+            let dy = i32::from(y) - i32::from(last.1);
+            *last = (x, y);
+            let rel = |d: i32| (0x7fff + d).clamp(0, 0xffff) as u16;
+            (rel(dx), rel(dy))
+        } else {
+            *self.inner.pointer_at.lock().unwrap_or_else(|p| p.into_inner()) = (x, y);
+            (x, y)
+        };
+        let message = ClientMessage::PointerEvent { buttons, x: sx, y: sy }.encode();
         self.inner.shared.write(message, "a PointerEvent").await.map(|_| ())
     }
 

@@ -34,7 +34,10 @@ use crate::rfb::capture::{CaptureEvent, PendingCapture, Progress};
 use crate::rfb::encodings::{DecodeStatus, Decoders};
 use crate::rfb::error::RfbError;
 use crate::rfb::framebuffer::Framebuffer;
-use crate::rfb::protocol::{ClientMessage, Encoding, MAX_CUT_TEXT_LEN, RECT_HEADER_LEN, RectHeader, server_message};
+use crate::rfb::protocol::{
+    ClientMessage, Encoding, MAX_CUT_TEXT_LEN, QEMU_EXTENDED_KEY_EVENT, QEMU_POINTER_MOTION_CHANGE, RECT_HEADER_LEN,
+    RectHeader, server_message,
+};
 use crate::rfb::transport::BoxedStream;
 
 /// Read buffer of the pump.
@@ -63,6 +66,10 @@ pub(crate) struct State {
     pub next_capture_id: u64,
     pub disconnected: Option<String>,
     pub stats: ClientStats,
+    /// The server acknowledged QEMU Extended Key Event: keys go by scancode.
+    pub scancodes: bool,
+    /// What the last QEMU Pointer Motion Change said (`None`: never sent).
+    pub pointer_absolute: Option<bool>,
 }
 
 /// One message for the writer task.
@@ -191,6 +198,8 @@ pub(crate) fn start(
             next_capture_id: 1,
             disconnected: None,
             stats: ClientStats::default(),
+            scancodes: false,
+            pointer_absolute: None,
         }),
         bytes_received: AtomicU64::new(0),
         writer: writer_tx,
@@ -401,6 +410,9 @@ impl Reader {
             raw.copy_from_slice(&self.input.available()[..RECT_HEADER_LEN]);
             let header = RectHeader::decode(&raw);
             self.input.consume(RECT_HEADER_LEN);
+            if self.qemu_pseudo(&header) {
+                continue;
+            }
             loop {
                 let available = self.input.available();
                 let status = self
@@ -427,6 +439,25 @@ impl Reader {
         }
         trace!(rects = count, start, "FramebufferUpdate applied");
         self.finish_update(start, rects.into()).await
+    }
+
+    /// Note QEMU's pseudo-encoding rectangles (no pixels, not counted for
+    /// captures): true when `header` was one.
+    fn qemu_pseudo(&mut self, header: &RectHeader) -> bool {
+        if header.encoding == QEMU_EXTENDED_KEY_EVENT {
+            debug!("the server takes scancodes (QEMU Extended Key Event)");
+            self.shared.lock().scancodes = true;
+            true
+        } else if header.encoding == QEMU_POINTER_MOTION_CHANGE {
+            let absolute = header.rect.x != 0;
+            if !absolute {
+                warn!("the server's pointer is relative: clicks may drift (give the VM a USB tablet)");
+            }
+            self.shared.lock().pointer_absolute = Some(absolute);
+            true
+        } else {
+            false
+        }
     }
 
     /// Publish a complete update, advance captures, request the next update.

@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::events::{Event, EventLog};
 use crate::frame::Frame;
 use crate::geometry::Point;
-use crate::input::{Button, KeyCombo, keysym, pointer, type_text};
+use crate::input::text::{KeyEvent, release_modifiers};
+use crate::input::{Button, KeyCombo, Layout, pointer, type_text};
 use crate::rfb::{RfbError, VncClient};
 
 /// How long a single capture may take before the VNC server counts as stalled.
@@ -18,11 +19,32 @@ pub struct Screen {
     client: VncClient,
     events: EventLog,
     pointer: Point,
+    /// The target's keyboard layout, for scancodes.
+    layout: Layout,
 }
 
 impl Screen {
     pub fn new(client: VncClient, events: EventLog) -> Screen {
-        Screen { client, events, pointer: Point::new(0, 0) }
+        Screen { client, events, pointer: Point::new(0, 0), layout: Layout::default() }
+    }
+
+    /// Use `layout` to pick keys when the server takes scancodes.
+    pub fn with_layout(mut self, layout: Layout) -> Screen {
+        self.layout = layout;
+        self
+    }
+
+    /// The layout to send scancodes for, or `None` when the server only
+    /// takes keysyms.
+    fn scancode_layout(&self) -> Option<Layout> {
+        self.client.takes_scancodes().then_some(self.layout)
+    }
+
+    async fn send_keys(&self, events: &[KeyEvent]) -> Result<(), RfbError> {
+        for ev in events {
+            self.client.key_code(ev.keysym, ev.scancode, ev.down).await?;
+        }
+        Ok(())
     }
 
     pub fn client(&self) -> &VncClient {
@@ -40,16 +62,16 @@ impl Screen {
 
     /// Press key combos one after another.
     pub async fn keys(&self, step: usize, combos: &[KeyCombo], gap: Duration) -> Result<(), RfbError> {
+        let layout = self.scancode_layout();
         for (i, combo) in combos.iter().enumerate() {
-            for ev in combo.events() {
-                self.client.key(ev.keysym, ev.down).await?;
-            }
+            let events = combo.events_on(layout);
+            self.send_keys(&events).await?;
             self.events.emit(Event::Input {
                 step,
                 action: "key".into(),
                 detail: combo.text.clone(),
                 at: None,
-                events: Some(combo.events().len()),
+                events: Some(events.len()),
             });
             if i + 1 < combos.len() {
                 tokio::time::sleep(gap).await;
@@ -60,21 +82,26 @@ impl Screen {
 
     /// Type text, one character per `interval`, Shift sent explicitly.
     pub async fn type_text(&self, step: usize, text: &str, interval: Duration) -> Result<(), RfbError> {
-        let groups = type_text(text).map_err(|(i, c)| RfbError::Unsupported {
+        let layout = self.scancode_layout();
+        let groups = type_text(text, layout).map_err(|(i, c)| RfbError::Unsupported {
             what: format!("character {} ({c:?}) of the text to type", i + 1),
         })?;
         let mut count = 0;
-        for (i, group) in groups.iter().enumerate() {
-            for ev in group {
-                self.client.key(ev.keysym, ev.down).await?;
-                count += 1;
+        let sent = async {
+            for (i, group) in groups.iter().enumerate() {
+                self.send_keys(group).await?;
+                count += group.len();
+                if i + 1 < groups.len() && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
             }
-            if i + 1 < groups.len() && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
-            }
+            Ok::<(), RfbError>(())
         }
+        .await;
         // every modifier released, whatever happened above
-        self.client.key(keysym::SHIFT_L, false).await?;
+        let released = self.send_keys(&release_modifiers(layout.is_some())).await;
+        sent?;
+        released?;
         self.events.emit(Event::Input {
             step,
             action: "type".into(),

@@ -767,7 +767,7 @@ fn type_text(node: &Node, diags: &mut Diagnostics) -> Option<TypeAction> {
         }
         _ => (decode::text(node, "type", diags)?, None),
     };
-    if let Err((i, c)) = crate::input::type_text(&text) {
+    if let Err((i, c)) = crate::input::type_text(&text, None) {
         diags.push(
             Diagnostic::new(&node.span, format!("character {} of the text ({:?}) cannot be typed", i + 1, c))
                 .with_help("use a key step for control keys"),
