@@ -30,7 +30,7 @@ use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellActi
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
 use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
-use screen::Screen;
+use screen::{DragOptions, InputError, Screen, TypeOptions};
 
 /// How far a stop request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +71,15 @@ pub enum StepError {
 impl From<RfbError> for StepError {
     fn from(e: RfbError) -> Self {
         StepError::Infra(format!("VNC: {e}"))
+    }
+}
+
+impl From<InputError> for StepError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Rfb(e) => e.into(),
+            lost @ InputError::Lost { .. } => StepError::Failed(lost.to_string()),
+        }
     }
 }
 
@@ -214,6 +223,12 @@ impl<'a> Runner<'a> {
             }
         }
         self.interrupt_at = Cancel::Hard;
+        // keys a key_down left pressed must not stay down for cleanup
+        if !self.screen.held().is_empty()
+            && let Err(e) = self.screen.release_held().await
+        {
+            self.events.emit(Event::Warning { message: format!("releasing held keys: {e}") });
+        }
         // evidence first, while the target is still in the failed state; cleanup then
         if r.failed + r.errors > 0 && !self.plan.forensics.is_empty() && *self.cancel.borrow() < Cancel::Hard {
             self.forensics().await;
@@ -413,9 +428,13 @@ impl<'a> Runner<'a> {
             Action::Verify | Action::WaitFor | Action::ScreenWait => Ok(()),
             Action::Wait(t) => self.sleep(*t).await,
             Action::Key(combos) => Ok(self.screen.keys(n, combos, KEY_GAP).await?),
+            Action::KeyHold(combo, hold) => Ok(self.screen.key_hold(n, combo, *hold).await?),
+            Action::KeyDown(combos) => Ok(self.screen.key_down(n, combos).await?),
+            Action::KeyUp(combos) => Ok(self.screen.key_up(n, combos).await?),
             Action::Type(t) => {
                 let interval = t.interval.unwrap_or(d.type_interval);
-                Ok(self.screen.type_text(n, &t.text, interval).await?)
+                let confirm = t.confirm.unwrap_or(d.type_confirm).then_some(budget);
+                Ok(self.screen.type_with(n, &t.text, TypeOptions { interval, confirm }).await?)
             }
             Action::Click(c) => {
                 let (at, mut frame) = self.locate(n, &c.target, budget).await?;
@@ -434,6 +453,23 @@ impl<'a> Runner<'a> {
             Action::Move(t) => {
                 let (at, _) = self.locate(n, t, budget).await?;
                 Ok(self.screen.move_to(n, at).await?)
+            }
+            Action::MoveAlong(t, path, duration) => {
+                let (at, _) = self.locate(n, t, budget).await?;
+                Ok(self.screen.move_along(n, at, *path, *duration).await?)
+            }
+            Action::Drag(g) => {
+                let (from, _) = self.locate(n, &g.from, budget).await?;
+                let (to, _) = self.locate(n, &g.to, budget).await?;
+                let opts = DragOptions { button: g.button, path: g.path, duration: g.duration, dwell: g.dwell };
+                Ok(self.screen.drag(n, from, to, opts).await?)
+            }
+            Action::Scroll(sc) => {
+                let at = match &sc.at {
+                    Some(t) => Some(self.locate(n, t, budget).await?.0),
+                    None => None,
+                };
+                Ok(self.screen.scroll(n, at, sc.direction, sc.count).await?)
             }
             Action::Screenshot(s) => {
                 let frame = self.screen.capture().await?;

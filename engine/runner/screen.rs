@@ -7,9 +7,50 @@ use std::time::Duration;
 use crate::events::{Event, EventLog};
 use crate::frame::Frame;
 use crate::geometry::Point;
+use crate::input::pointer::{PathKind, ScrollDirection};
 use crate::input::text::{KeyEvent, release_modifiers};
 use crate::input::{Button, KeyCombo, Layout, pointer, type_text};
 use crate::rfb::{RfbError, VncClient};
+
+/// Characters typed between two screen checks of a confirmed `type`.
+pub const CONFIRM_CHUNK: usize = 8;
+/// Between pointer moves along a path.
+const PATH_STEP: Duration = Duration::from_millis(10);
+
+/// Why input failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Rfb(#[from] RfbError),
+    /// A confirmed `type` chunk that changed nothing on the screen.
+    #[error(
+        "typed {text:?} (characters {first}-{last} of the text) but the screen did not change within {secs:.1}s: \
+         the text was lost (is the right window focused and taking input?)"
+    )]
+    Lost { text: String, first: usize, last: usize, secs: f64 },
+}
+
+/// How a `type` goes: the throttle, and whether each chunk must show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TypeOptions {
+    /// Between characters.
+    pub interval: Duration,
+    /// When set, after each chunk of [`CONFIRM_CHUNK`] characters wait up to
+    /// this long for the screen to change.
+    pub confirm: Option<Duration>,
+}
+
+/// How a drag goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DragOptions {
+    pub button: Button,
+    pub path: PathKind,
+    /// Time spent moving from start to end.
+    pub duration: Duration,
+    /// Pause after pressing and before releasing (apps start a drag only
+    /// after the pointer rested a moment).
+    pub dwell: Duration,
+}
 
 /// How long a single capture may take before the VNC server counts as stalled.
 pub const CAPTURE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,11 +62,13 @@ pub struct Screen {
     pointer: Point,
     /// The target's keyboard layout, for scancodes.
     layout: Layout,
+    /// Combos pressed by `key_down` and not yet released.
+    held: Vec<KeyCombo>,
 }
 
 impl Screen {
     pub fn new(client: VncClient, events: EventLog) -> Screen {
-        Screen { client, events, pointer: Point::new(0, 0), layout: Layout::default() }
+        Screen { client, events, pointer: Point::new(0, 0), layout: Layout::default(), held: Vec::new() }
     }
 
     /// Use `layout` to pick keys when the server takes scancodes.
@@ -80,22 +123,44 @@ impl Screen {
         Ok(())
     }
 
-    /// Type text, one character per `interval`, Shift sent explicitly.
-    pub async fn type_text(&self, step: usize, text: &str, interval: Duration) -> Result<(), RfbError> {
+    /// Type text as `opts` say; with confirmation, a chunk that changed
+    /// nothing on the screen is [`InputError::Lost`].
+    pub async fn type_with(&self, step: usize, text: &str, opts: TypeOptions) -> Result<(), InputError> {
         let layout = self.scancode_layout();
         let groups = type_text(text, layout).map_err(|(i, c)| RfbError::Unsupported {
             what: format!("character {} ({c:?}) of the text to type", i + 1),
         })?;
+        let chars: Vec<char> = text.chars().collect();
+        let chunk = if opts.confirm.is_some() { CONFIRM_CHUNK } else { groups.len().max(1) };
         let mut count = 0;
         let sent = async {
-            for (i, group) in groups.iter().enumerate() {
-                self.send_keys(group).await?;
-                count += group.len();
-                if i + 1 < groups.len() && !interval.is_zero() {
-                    tokio::time::sleep(interval).await;
+            for (c, part) in groups.chunks(chunk).enumerate() {
+                let before = match opts.confirm {
+                    Some(_) => Some(self.capture().await?),
+                    None => None,
+                };
+                for (i, group) in part.iter().enumerate() {
+                    self.send_keys(group).await?;
+                    count += group.len();
+                    let last = c * chunk + i + 1 == groups.len();
+                    if !last && !opts.interval.is_zero() {
+                        tokio::time::sleep(opts.interval).await;
+                    }
+                }
+                if let (Some(budget), Some(before)) = (opts.confirm, before) {
+                    let first = c * chunk;
+                    if !self.changed_since(&before, budget).await? {
+                        let last = first + part.len();
+                        return Err(InputError::Lost {
+                            text: chars[first..last].iter().collect(),
+                            first: first + 1,
+                            last,
+                            secs: budget.as_secs_f64(),
+                        });
+                    }
                 }
             }
-            Ok::<(), RfbError>(())
+            Ok::<(), InputError>(())
         }
         .await;
         // every modifier released, whatever happened above
@@ -108,6 +173,179 @@ impl Screen {
             detail: text.to_string(),
             at: None,
             events: Some(count),
+        });
+        Ok(())
+    }
+
+    /// Whether fresh frames differ from `before` within `budget`.
+    async fn changed_since(&self, before: &Frame, budget: Duration) -> Result<bool, RfbError> {
+        let deadline = tokio::time::Instant::now() + budget;
+        loop {
+            if self.capture().await? != *before {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Press a combo, hold it for `hold`, release it.
+    pub async fn key_hold(&self, step: usize, combo: &KeyCombo, hold: Duration) -> Result<(), RfbError> {
+        let layout = self.scancode_layout();
+        self.send_keys(&combo.press(layout)).await?;
+        tokio::time::sleep(hold).await;
+        self.send_keys(&combo.release(layout)).await?;
+        self.events.emit(Event::Input {
+            step,
+            action: "key".into(),
+            detail: format!("{} held {}ms", combo.text, hold.as_millis()),
+            at: None,
+            events: Some(combo.events_on(layout).len()),
+        });
+        Ok(())
+    }
+
+    /// Press combos and keep them down until [`Screen::key_up`] (or
+    /// [`Screen::release_held`]).
+    pub async fn key_down(&mut self, step: usize, combos: &[KeyCombo]) -> Result<(), RfbError> {
+        let layout = self.scancode_layout();
+        for combo in combos {
+            self.send_keys(&combo.press(layout)).await?;
+            self.held.push(combo.clone());
+            self.events.emit(Event::Input {
+                step,
+                action: "key_down".into(),
+                detail: combo.text.clone(),
+                at: None,
+                events: Some(combo.press(layout).len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Release combos (in reverse order).
+    pub async fn key_up(&mut self, step: usize, combos: &[KeyCombo]) -> Result<(), RfbError> {
+        let layout = self.scancode_layout();
+        for combo in combos.iter().rev() {
+            self.send_keys(&combo.release(layout)).await?;
+            self.held.retain(|h| h.key != combo.key || h.modifiers != combo.modifiers);
+            self.events.emit(Event::Input {
+                step,
+                action: "key_up".into(),
+                detail: combo.text.clone(),
+                at: None,
+                events: Some(combo.release(layout).len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Release every combo `key_down` left pressed (at the end of a run).
+    pub async fn release_held(&mut self) -> Result<(), RfbError> {
+        let layout = self.scancode_layout();
+        while let Some(combo) = self.held.pop() {
+            self.send_keys(&combo.release(layout)).await?;
+        }
+        Ok(())
+    }
+
+    /// The keys `key_down` holds.
+    pub fn held(&self) -> &[KeyCombo] {
+        &self.held
+    }
+
+    async fn pointer_to(&mut self, at: Point, buttons: u8) -> Result<(), RfbError> {
+        self.client.pointer(at.x.min(65535) as u16, at.y.min(65535) as u16, buttons).await?;
+        self.pointer = at;
+        Ok(())
+    }
+
+    /// Move along a path to `to` in about `duration`, `buttons` held.
+    async fn travel(&mut self, to: Point, path: PathKind, duration: Duration, buttons: u8) -> Result<(), RfbError> {
+        let steps = (duration.as_millis() / PATH_STEP.as_millis()).clamp(1, 500) as u32;
+        let points = pointer::path(self.pointer, to, path, steps);
+        let gap = duration / points.len().max(1) as u32;
+        for p in points {
+            self.pointer_to(p, buttons).await?;
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Press `opts.button` at `from`, move along a path to `to`, release.
+    pub async fn drag(&mut self, step: usize, from: Point, to: Point, opts: DragOptions) -> Result<(), RfbError> {
+        self.move_to(step, from).await?;
+        tokio::time::sleep(opts.dwell).await;
+        let mask = opts.button.mask();
+        self.pointer_to(from, mask).await?;
+        tokio::time::sleep(opts.dwell).await;
+        self.travel(to, opts.path, opts.duration, mask).await?;
+        tokio::time::sleep(opts.dwell).await;
+        self.pointer_to(to, 0).await?;
+        self.events.emit(Event::Input {
+            step,
+            action: "drag".into(),
+            detail: format!("{from} to {to}"),
+            at: Some(to),
+            events: None,
+        });
+        Ok(())
+    }
+
+    /// Move along a human-like path to `at` in about `duration`.
+    pub async fn move_along(
+        &mut self,
+        step: usize,
+        at: Point,
+        path: PathKind,
+        duration: Duration,
+    ) -> Result<(), RfbError> {
+        if self.pointer == at || duration.is_zero() {
+            return self.move_to(step, at).await;
+        }
+        self.travel(at, path, duration, 0).await?;
+        self.events.emit(Event::Input {
+            step,
+            action: "move".into(),
+            detail: at.to_string(),
+            at: Some(at),
+            events: None,
+        });
+        Ok(())
+    }
+
+    /// Turn the wheel `count` clicks at `at` (or where the pointer is).
+    pub async fn scroll(
+        &mut self,
+        step: usize,
+        at: Option<Point>,
+        direction: ScrollDirection,
+        count: u32,
+    ) -> Result<(), RfbError> {
+        let at = at.unwrap_or(self.pointer);
+        if self.pointer != at {
+            self.pointer_to(at, 0).await?;
+        }
+        let events = pointer::scroll(at, direction, count);
+        for ev in &events {
+            self.pointer_to(ev.at, ev.buttons).await?;
+            if ev.buttons == 0 {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+        }
+        self.events.emit(Event::Input {
+            step,
+            action: "scroll".into(),
+            detail: format!(
+                "{} x{count}",
+                serde_json::to_value(direction).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            ),
+            at: Some(at),
+            events: Some(events.len()),
         });
         Ok(())
     }
