@@ -9,7 +9,7 @@ use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::input::pointer::{PathKind, ScrollDirection};
 use crate::input::text::{KeyEvent, release_modifiers};
-use crate::input::{Button, KeyCombo, Layout, pointer, type_text};
+use crate::input::{Button, KeyCombo, Layout, keysym, pointer, type_text};
 use crate::rfb::{RfbError, VncClient};
 
 /// Characters typed between two screen checks of a confirmed `type`.
@@ -127,9 +127,20 @@ impl Screen {
     /// nothing on the screen is [`InputError::Lost`].
     pub async fn type_with(&self, step: usize, text: &str, opts: TypeOptions) -> Result<(), InputError> {
         let layout = self.scancode_layout();
-        let groups = type_text(text, layout).map_err(|(i, c)| RfbError::Unsupported {
+        let mut groups = type_text(text, layout).map_err(|(i, c)| RfbError::Unsupported {
             what: format!("character {} ({c:?}) of the text to type", i + 1),
         })?;
+        let held_shift = self.held_keysyms().any(|k| k == keysym::SHIFT_L || k == keysym::SHIFT_R);
+        if held_shift {
+            // Shift held by key_down: letters come out in upper case, so send
+            // their upper-case keysyms (servers that sync caps lock from the
+            // keysym would toggle it otherwise).
+            for ev in groups.iter_mut().flatten() {
+                if let Some(c) = char::from_u32(ev.keysym).filter(|c| c.is_ascii_lowercase()) {
+                    ev.keysym = c.to_ascii_uppercase() as u32;
+                }
+            }
+        }
         let chars: Vec<char> = text.chars().collect();
         let chunk = if opts.confirm.is_some() { CONFIRM_CHUNK } else { groups.len().max(1) };
         let mut count = 0;
@@ -164,7 +175,10 @@ impl Screen {
         }
         .await;
         // every modifier released, whatever happened above
-        let released = self.send_keys(&release_modifiers(layout.is_some())).await;
+        let held: Vec<u32> = self.held_keysyms().collect();
+        let releases: Vec<KeyEvent> =
+            release_modifiers(layout.is_some()).into_iter().filter(|e| !held.contains(&e.keysym)).collect();
+        let released = self.send_keys(&releases).await;
         sent?;
         released?;
         self.events.emit(Event::Input {
@@ -249,6 +263,11 @@ impl Screen {
             self.send_keys(&combo.release(layout)).await?;
         }
         Ok(())
+    }
+
+    /// Keysyms of every key `key_down` holds (modifiers included).
+    fn held_keysyms(&self) -> impl Iterator<Item = u32> + '_ {
+        self.held.iter().flat_map(|c| c.modifiers.iter().copied().chain(std::iter::once(c.key)))
     }
 
     /// The keys `key_down` holds.
