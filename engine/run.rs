@@ -350,7 +350,11 @@ async fn connect(machine: &Machine) -> Result<VncClient, String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match VncClient::connect(&access.endpoint, &opts).await {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                // a lost or stalled connection is replaced within the step's budget
+                c.set_reconnect(true);
+                return Ok(c);
+            }
             Err(e) if Instant::now() < deadline && is_transient(&e) => {
                 tracing::debug!("VNC not ready yet: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

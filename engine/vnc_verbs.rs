@@ -169,7 +169,9 @@ impl Connection {
     pub async fn connect(&self) -> Result<VncClient, VerbError> {
         let endpoint = parse_address(&self.address)?;
         let opts = self.options()?;
-        Ok(VncClient::connect(&endpoint, &opts).await?)
+        let client = VncClient::connect(&endpoint, &opts).await?;
+        client.set_reconnect(true);
+        Ok(client)
     }
 
     async fn screen(&self) -> Result<(VncClient, Screen), VerbError> {

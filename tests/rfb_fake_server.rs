@@ -804,3 +804,61 @@ async fn qemu_extended_keys_and_relative_pointer() {
     assert!(is_solid(&frame, [5, 6, 7]), "a pseudo-rectangle completed the capture");
     server.await.unwrap();
 }
+
+/// A server that goes silent after the first frame: the capture forces a
+/// small non-incremental request after ~2 s, gives up on the session after
+/// ~4 s, connects again (handshake and authentication included) and takes
+/// its frame from the new session, all within its own time limit.
+#[tokio::test]
+async fn a_silent_server_is_probed_then_replaced_by_a_new_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut first = Peer { stream, buf: Vec::new() };
+        first.accept_none().await;
+        // read what the client sends while never answering
+        let probe = tokio::spawn(async move {
+            loop {
+                if let ClientMessage::FramebufferUpdateRequest { incremental: false, width: 1, height: 1, .. } =
+                    first.next_message().await
+                {
+                    return (std::time::Instant::now(), first);
+                }
+            }
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let reconnected = std::time::Instant::now();
+        let mut second = Peer { stream, buf: Vec::new() };
+        second.accept_none().await;
+        second.next_non_incremental().await;
+        second.send(&raw_update(&[(full(), [40, 50, 60])])).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (probed, _first) = probe.await.unwrap();
+        assert!(probed < reconnected, "the probe came after the reconnection");
+    });
+    let client = VncClient::connect(&Endpoint::tcp("127.0.0.1", port), &opts(None)).await.unwrap();
+    client.set_reconnect(true);
+    let started = std::time::Instant::now();
+    let frame = client.capture(Duration::from_secs(10)).await.unwrap();
+    let took = started.elapsed();
+    assert!(is_solid(&frame, [40, 50, 60]));
+    assert_eq!(client.reconnects(), 1);
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(7), "{took:?}");
+    server.await.unwrap();
+}
+
+/// Without reconnection (the default) a silent server is a plain timeout.
+#[tokio::test]
+async fn a_silent_server_without_reconnection_times_out() {
+    let (endpoint, server) = serve(|mut peer| async move {
+        peer.accept_none().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    })
+    .await;
+    let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
+    let err = client.capture(Duration::from_millis(1200)).await.unwrap_err();
+    assert!(matches!(err, RfbError::Timeout { .. }), "{err}");
+    assert_eq!(client.reconnects(), 0);
+    server.await.unwrap();
+}

@@ -70,6 +70,10 @@ pub(crate) struct State {
     pub scancodes: bool,
     /// What the last QEMU Pointer Motion Change said (`None`: never sent).
     pub pointer_absolute: Option<bool>,
+    /// The session ended because the connection was lost (closed by the
+    /// server, a failed read or write, a stall), not by a protocol error or
+    /// the client: reconnecting may help.
+    pub lost: bool,
 }
 
 /// One message for the writer task.
@@ -104,6 +108,17 @@ impl Shared {
             Some(reason) => Err(RfbError::disconnected(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// End the session as lost (see [`State::lost`]).
+    pub fn lose(&self, reason: &str) {
+        {
+            let mut st = self.lock();
+            if st.disconnected.is_none() {
+                st.lost = true;
+            }
+        }
+        self.terminate(reason);
     }
 
     /// End the session: record why (the first reason wins), fail pending
@@ -200,6 +215,7 @@ pub(crate) fn start(
             stats: ClientStats::default(),
             scancodes: false,
             pointer_absolute: None,
+            lost: false,
         }),
         bytes_received: AtomicU64::new(0),
         writer: writer_tx,
@@ -246,7 +262,7 @@ async fn writer_task(
                 if let Some(done) = done {
                     let _ = done.send(Err(e));
                 }
-                shared.terminate(&reason);
+                shared.lose(&reason);
                 return;
             }
         }
@@ -343,17 +359,21 @@ fn in_rect(err: RfbError, index: u16, header: &RectHeader) -> RfbError {
 
 impl Reader {
     async fn run(mut self) {
-        let reason = match self.message_loop().await {
+        let (reason, lost) = match self.message_loop().await {
             Ok(never) => match never {},
-            Err(RfbError::Disconnected { reason }) => reason,
+            Err(RfbError::Disconnected { reason }) => (reason, true),
             Err(e) => {
                 warn!(error = %e, "RFB session ended by an error");
-                e.to_string()
+                (e.to_string(), false)
             }
         };
         // Drop the update counter first so watchers see the end at once.
         drop(self.updates_tx);
-        self.shared.terminate(&reason);
+        if lost {
+            self.shared.lose(&reason);
+        } else {
+            self.shared.terminate(&reason);
+        }
     }
 
     async fn message_loop(&mut self) -> Result<Infallible, RfbError> {
