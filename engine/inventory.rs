@@ -60,6 +60,11 @@ pub struct Target {
     pub session: SessionSpec,
     /// The target's keyboard layout: which keys scancodes press.
     pub keyboard_layout: crate::input::Layout,
+    /// Between typed characters on this target (a scenario's own
+    /// `defaults.type_interval` or a step's `interval` wins).
+    pub type_interval: Option<std::time::Duration>,
+    /// Confirm typed text on the screen by default on this target.
+    pub type_confirm: Option<bool>,
     pub span: Span,
 }
 
@@ -150,6 +155,8 @@ pub const TARGET_KEYS: &[&str] = &[
     "ssh",
     "session",
     "keyboard_layout",
+    "type_interval",
+    "type_confirm",
 ];
 pub const SSH_KEYS: &[&str] = &[
     "host",
@@ -340,11 +347,15 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
             crate::input::Layout::default()
         })
     });
+    let type_interval = m.get("type_interval").and_then(|n| decode::duration(n, "type_interval", diags));
+    let type_confirm = m.get("type_confirm").and_then(|n| decode::boolean(n, "type_confirm", diags));
     if diags.len() > before {
         return None;
     }
     Some(Target {
         keyboard_layout,
+        type_interval,
+        type_confirm,
         name: name.to_string(),
         family,
         desktop,
@@ -600,10 +611,12 @@ mod tests {
 
     #[test]
     fn keyboard_layout_defaults_to_us_and_unknown_ones_are_errors_with_position() {
-        let text =
-            b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    keyboard_layout: de\n";
+        let text = b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    keyboard_layout: de\n    type_interval: 50ms\n    type_confirm: true\n";
         let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
-        assert_eq!(inv.target(Some("lab")).unwrap().keyboard_layout, crate::input::Layout::De);
+        let lab = inv.target(Some("lab")).unwrap();
+        assert_eq!(lab.keyboard_layout, crate::input::Layout::De);
+        assert_eq!(lab.type_interval, Some(std::time::Duration::from_millis(50)));
+        assert_eq!(lab.type_confirm, Some(true));
         let inv = Inventory::parse("<embedded>", EMBEDDED.as_bytes(), &mut SourceMap::new()).unwrap();
         assert_eq!(inv.target(None).unwrap().keyboard_layout, crate::input::Layout::Us);
         let text =

@@ -299,7 +299,10 @@ async fn execute(
         let recorder =
             Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
                 .map_err(|e| format!("starting the recording: {e}"))?;
-        let screen = Screen::new(client.clone(), events.clone()).with_layout(p.target.keyboard_layout);
+        let typing =
+            crate::runner::screen::TargetTyping { interval: p.target.type_interval, confirm: p.target.type_confirm };
+        let screen =
+            Screen::new(client.clone(), events.clone()).with_layout(p.target.keyboard_layout).with_typing(typing);
         let pause = req.pause_on_failure.then(|| crate::runner::PauseOnFailure { access: machine.access_info() });
         let commands = machine.commands();
         let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());

@@ -446,7 +446,7 @@ fn input_steps_hold_drag_scroll_and_confirm() {
     assert!(matches!(actions[6], Action::Scroll(s) if s.count == 4 && s.at.is_some()));
     assert!(matches!(actions[7], Action::MoveAlong(..)));
     assert!(matches!(actions[8], Action::Type(t) if t.confirm.is_none()));
-    assert!(plan.defaults.type_confirm);
+    assert_eq!(plan.defaults.type_confirm, Some(true));
 
     let s = p.file(
         "scenarios/bad.yaml",

@@ -26,7 +26,7 @@ use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::results::{ResultsDir, annotate};
 use crate::rfb::RfbError;
-use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellAction, StillWait, Target};
+use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellAction, StillWait, TYPE_INTERVAL, Target};
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
 use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
@@ -432,8 +432,10 @@ impl<'a> Runner<'a> {
             Action::KeyDown(combos) => Ok(self.screen.key_down(n, combos).await?),
             Action::KeyUp(combos) => Ok(self.screen.key_up(n, combos).await?),
             Action::Type(t) => {
-                let interval = t.interval.unwrap_or(d.type_interval);
-                let confirm = t.confirm.unwrap_or(d.type_confirm).then_some(budget);
+                // step, then scenario defaults, then the target, then built in
+                let target = self.screen.typing();
+                let interval = t.interval.or(d.type_interval).or(target.interval).unwrap_or(TYPE_INTERVAL);
+                let confirm = t.confirm.or(d.type_confirm).or(target.confirm).unwrap_or(false).then_some(budget);
                 Ok(self.screen.type_with(n, &t.text, TypeOptions { interval, confirm }).await?)
             }
             Action::Click(c) => {

@@ -64,17 +64,43 @@ pub struct Screen {
     layout: Layout,
     /// Combos pressed by `key_down` and not yet released.
     held: Vec<KeyCombo>,
+    /// The target's typing settings.
+    typing: TargetTyping,
+}
+
+/// What a target says about typing (its inventory entry).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TargetTyping {
+    pub interval: Option<Duration>,
+    pub confirm: Option<bool>,
 }
 
 impl Screen {
     pub fn new(client: VncClient, events: EventLog) -> Screen {
-        Screen { client, events, pointer: Point::new(0, 0), layout: Layout::default(), held: Vec::new() }
+        Screen {
+            client,
+            events,
+            pointer: Point::new(0, 0),
+            layout: Layout::default(),
+            held: Vec::new(),
+            typing: TargetTyping::default(),
+        }
     }
 
     /// Use `layout` to pick keys when the server takes scancodes.
     pub fn with_layout(mut self, layout: Layout) -> Screen {
         self.layout = layout;
         self
+    }
+
+    /// Use the target's typing settings.
+    pub fn with_typing(mut self, typing: TargetTyping) -> Screen {
+        self.typing = typing;
+        self
+    }
+
+    pub fn typing(&self) -> TargetTyping {
+        self.typing
     }
 
     /// The layout to send scancodes for, or `None` when the server only
