@@ -12,6 +12,22 @@ use crate::input::text::{KeyEvent, release_modifiers};
 use crate::input::{Button, KeyCombo, Layout, keysym, pointer, type_text};
 use crate::rfb::{RfbError, VncClient};
 
+/// The box around the pointer that typing confirmation ignores.
+const CURSOR_BOX: u32 = 48;
+
+/// Whether two frames differ anywhere outside `mask`.
+fn differs_outside(a: &Frame, b: &Frame, mask: crate::geometry::Rect) -> bool {
+    if (a.width(), a.height()) != (b.width(), b.height()) {
+        return true;
+    }
+    let stride = a.width() as usize * 4;
+    let (mx0, mx1) = ((mask.x as usize * 4).min(stride), ((mask.x + mask.w) as usize * 4).min(stride));
+    a.pixels().chunks_exact(stride).zip(b.pixels().chunks_exact(stride)).enumerate().any(|(y, (ra, rb))| {
+        let y = y as u32;
+        if y >= mask.y && y < mask.y + mask.h { ra[..mx0] != rb[..mx0] || ra[mx1..] != rb[mx1..] } else { ra != rb }
+    })
+}
+
 /// Characters typed between two screen checks of a confirmed `type`.
 pub const CONFIRM_CHUNK: usize = 8;
 /// Between pointer moves along a path.
@@ -217,11 +233,20 @@ impl Screen {
         Ok(())
     }
 
-    /// Whether fresh frames differ from `before` within `budget`.
+    /// Whether fresh frames differ from `before` within `budget`, apart from
+    /// the pointer's own picture (servers without the cursor pseudo-encoding
+    /// draw it into the framebuffer, and it changes on its own).
     async fn changed_since(&self, before: &Frame, budget: Duration) -> Result<bool, RfbError> {
         let deadline = tokio::time::Instant::now() + budget;
+        let p = self.pointer;
+        let cursor = crate::geometry::Rect::new(
+            p.x.saturating_sub(CURSOR_BOX / 4),
+            p.y.saturating_sub(CURSOR_BOX / 4),
+            CURSOR_BOX,
+            CURSOR_BOX,
+        );
         loop {
-            if self.capture().await? != *before {
+            if differs_outside(&self.capture().await?, before, cursor) {
                 return Ok(true);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -451,5 +476,23 @@ impl Screen {
         });
         tokio::time::sleep(settle).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Rect;
+
+    #[test]
+    fn changes_under_the_pointer_do_not_count() {
+        let a = Frame::new(100, 50);
+        let mut b = a.clone();
+        b.set_rgb(20, 20, [255, 0, 0]);
+        assert!(!differs_outside(&a, &b, Rect::new(10, 10, 48, 48)));
+        assert!(differs_outside(&a, &b, Rect::new(30, 10, 48, 48)));
+        b.set_rgb(99, 49, [1, 2, 3]);
+        assert!(differs_outside(&a, &b, Rect::new(10, 10, 48, 48)));
+        assert!(differs_outside(&a, &Frame::new(100, 51), Rect::new(0, 0, 1, 1)));
     }
 }
