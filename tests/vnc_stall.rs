@@ -72,3 +72,57 @@ async fn a_restarted_server_is_reconnected_and_a_gone_one_is_an_error_after_the_
     assert!(matches!(err, RfbError::Disconnected { .. }), "{err}");
     assert!(err.to_string().contains("did not succeed in time"), "{err}");
 }
+
+/// `smoke run` on a `vnc` target whose server restarts between two steps:
+/// the run passes on a new connection; a server gone for good is an
+/// infrastructure error (exit 3) naming the failed reconnection.
+#[test]
+fn a_run_survives_a_server_restart_and_reports_a_dead_server_as_infrastructure() {
+    let _serial = SERIAL.blocking_lock();
+    let mut desktop = Desktop::start();
+    let project = tempfile::tempdir().unwrap();
+    for d in ["scenarios", "routines", "reference"] {
+        std::fs::create_dir_all(project.path().join(d)).unwrap();
+    }
+    std::fs::write(
+        project.path().join("inventory.yaml"),
+        format!(
+            "default: lab\ntargets:\n  lab:\n    backend: vnc\n    vnc: {{host: 127.0.0.1, port: {}}}\n",
+            desktop.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("scenarios/restart.yaml"),
+        "steps:\n  - screenshot: before\n  - wait: 2s\n  - screenshot: after\n  - move: [10, 10]\n",
+    )
+    .unwrap();
+    let run = |results: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_smoke"))
+            .current_dir(project.path())
+            .env_remove("SMOKE_INVENTORY")
+            .args(["run", "scenarios/restart.yaml", "--results"])
+            .arg(results)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let results = tempfile::tempdir().unwrap();
+    let child = run(results.path());
+    std::thread::sleep(Duration::from_millis(1000));
+    desktop.restart_server();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("reconnected"), "{text}");
+
+    let results = tempfile::tempdir().unwrap();
+    let child = run(results.path());
+    std::thread::sleep(Duration::from_millis(1000));
+    input_support::terminate(&mut desktop.xvnc);
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("did not succeed in time"), "{text}");
+}

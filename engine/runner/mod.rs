@@ -329,6 +329,8 @@ impl<'a> Runner<'a> {
         if matches!(status, StepStatus::Failed | StepStatus::Error) {
             let frame = match outcome.frame {
                 Some(f) => Some(f),
+                // a connection the step already failed to restore gets no second wait
+                None if matches!(status, StepStatus::Error) && !self.screen.client().is_connected() => None,
                 None => self.screen.capture().await.ok(),
             };
             if let Some(f) = frame {
