@@ -220,10 +220,11 @@ async fn held_keys_stay_down_and_held_shift_shifts_what_follows() {
     let file = typing_xterm(&mut desktop, &mut s, "held").await;
     s.key_down(0, &[KeyCombo::parse("shift").unwrap()]).await.unwrap();
     s.type_with(0, "abc", typing(Duration::ZERO)).await.unwrap();
+    s.keys(0, &[KeyCombo::parse("d").unwrap()], Duration::ZERO).await.unwrap();
     assert_eq!(s.held().len(), 1);
     s.key_up(0, &[KeyCombo::parse("shift").unwrap()]).await.unwrap();
     s.type_with(0, "abc\n", typing(Duration::ZERO)).await.unwrap();
-    assert_eq!(read_lines(&file, 1, Duration::from_secs(10)), "ABCabc\n");
+    assert_eq!(read_lines(&file, 1, Duration::from_secs(10)), "ABCDabc\n");
     assert!(s.held().is_empty());
 }
 

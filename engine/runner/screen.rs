@@ -149,7 +149,8 @@ impl Screen {
     pub async fn keys(&self, step: usize, combos: &[KeyCombo], gap: Duration) -> Result<(), RfbError> {
         let layout = self.scancode_layout();
         for (i, combo) in combos.iter().enumerate() {
-            let events = combo.events_on(layout);
+            let mut events = combo.events_on(layout);
+            self.sync_caps(&mut events);
             self.send_keys(&events).await?;
             self.events.emit(Event::Input {
                 step,
@@ -172,16 +173,8 @@ impl Screen {
         let mut groups = type_text(text, layout).map_err(|(i, c)| RfbError::Unsupported {
             what: format!("character {} ({c:?}) of the text to type", i + 1),
         })?;
-        let held_shift = self.held_keysyms().any(|k| k == keysym::SHIFT_L || k == keysym::SHIFT_R);
-        if held_shift {
-            // Shift held by key_down: letters come out in upper case, so send
-            // their upper-case keysyms (servers that sync caps lock from the
-            // keysym would toggle it otherwise).
-            for ev in groups.iter_mut().flatten() {
-                if let Some(c) = char::from_u32(ev.keysym).filter(|c| c.is_ascii_lowercase()) {
-                    ev.keysym = c.to_ascii_uppercase() as u32;
-                }
-            }
+        for group in &mut groups {
+            self.sync_caps(group);
         }
         let chars: Vec<char> = text.chars().collect();
         let chunk = if opts.confirm.is_some() { CONFIRM_CHUNK } else { groups.len().max(1) };
@@ -314,6 +307,20 @@ impl Screen {
             self.send_keys(&combo.release(layout)).await?;
         }
         Ok(())
+    }
+
+    /// While `key_down` holds Shift, letters come out in upper case: send
+    /// their upper-case keysyms (servers that sync caps lock from the keysym
+    /// would toggle it otherwise).
+    fn sync_caps(&self, events: &mut [KeyEvent]) {
+        if !self.held_keysyms().any(|k| k == keysym::SHIFT_L || k == keysym::SHIFT_R) {
+            return;
+        }
+        for ev in events {
+            if let Some(c) = char::from_u32(ev.keysym).filter(|c| c.is_ascii_lowercase()) {
+                ev.keysym = c.to_ascii_uppercase() as u32;
+            }
+        }
     }
 
     /// Keysyms of every key `key_down` holds (modifiers included).
