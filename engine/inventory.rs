@@ -58,6 +58,13 @@ pub struct Target {
     pub ssh: Option<SshSettings>,
     /// How a launched app finds the desktop session (SSH targets).
     pub session: SessionSpec,
+    /// The target's keyboard layout: which keys scancodes press.
+    pub keyboard_layout: crate::input::Layout,
+    /// Between typed characters on this target (a scenario's own
+    /// `defaults.type_interval` or a step's `interval` wins).
+    pub type_interval: Option<std::time::Duration>,
+    /// Confirm typed text on the screen by default on this target.
+    pub type_confirm: Option<bool>,
     pub span: Span,
 }
 
@@ -147,6 +154,9 @@ pub const TARGET_KEYS: &[&str] = &[
     "vnc",
     "ssh",
     "session",
+    "keyboard_layout",
+    "type_interval",
+    "type_confirm",
 ];
 pub const SSH_KEYS: &[&str] = &[
     "host",
@@ -325,10 +335,27 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
         None => SessionSpec::Auto,
         Some(n) => session_spec(n, diags),
     };
+    let keyboard_layout = m.get("keyboard_layout").map_or(crate::input::Layout::default(), |n| {
+        let name = decode::string(n, "keyboard_layout", diags).unwrap_or_default();
+        crate::input::Layout::parse(&name).unwrap_or_else(|| {
+            let d = Diagnostic::new(&n.span, format!("unknown keyboard layout '{name}'"));
+            let names = crate::input::layout::LAYOUT_NAMES;
+            diags.push(match crate::scenario::diagnostic::did_you_mean(&name, names.iter().copied()) {
+                Some(x) => d.with_help(format!("did you mean '{x}'?")),
+                None => d.with_help(format!("layouts: {}", names.join(", "))),
+            });
+            crate::input::Layout::default()
+        })
+    });
+    let type_interval = m.get("type_interval").and_then(|n| decode::duration(n, "type_interval", diags));
+    let type_confirm = m.get("type_confirm").and_then(|n| decode::boolean(n, "type_confirm", diags));
     if diags.len() > before {
         return None;
     }
     Some(Target {
+        keyboard_layout,
+        type_interval,
+        type_confirm,
         name: name.to_string(),
         family,
         desktop,
@@ -580,5 +607,23 @@ mod tests {
             }
             _ => panic!("not vnc"),
         }
+    }
+
+    #[test]
+    fn keyboard_layout_defaults_to_us_and_unknown_ones_are_errors_with_position() {
+        let text = b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    keyboard_layout: de\n    type_interval: 50ms\n    type_confirm: true\n";
+        let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
+        let lab = inv.target(Some("lab")).unwrap();
+        assert_eq!(lab.keyboard_layout, crate::input::Layout::De);
+        assert_eq!(lab.type_interval, Some(std::time::Duration::from_millis(50)));
+        assert_eq!(lab.type_confirm, Some(true));
+        let inv = Inventory::parse("<embedded>", EMBEDDED.as_bytes(), &mut SourceMap::new()).unwrap();
+        assert_eq!(inv.target(None).unwrap().keyboard_layout, crate::input::Layout::Us);
+        let text =
+            b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    keyboard_layout: dee\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        let m =
+            format!("{}:{} {} {:?}", d.items[0].span.line, d.items[0].span.col, d.items[0].message, d.items[0].help);
+        assert!(m.starts_with("5:22 unknown keyboard layout 'dee'") && m.contains("did you mean 'de'"), "{m}");
     }
 }

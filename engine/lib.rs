@@ -30,3 +30,4 @@ pub mod secrets;
 pub mod ssh;
 pub mod vision;
 pub mod vlm;
+pub mod vnc_verbs;

@@ -226,12 +226,91 @@ enum Command {
         #[command(subcommand)]
         command: NeedleCommand,
     },
+    /// One VNC action from the command line: capture, key, type, click, move.
+    ///
+    /// ADDRESS is HOST:PORT, HOST:DISPLAY (port 5900+DISPLAY), [V6]:PORT or
+    /// unix:PATH. The password comes from $SMOKE_VNC_PASSWORD, --password-env
+    /// or --password-file, never from the command line. Exit codes: 0 done,
+    /// 1 typed text never showed (--confirm), 2 bad arguments, 3 connection
+    /// or server error.
+    Vnc {
+        #[command(flatten)]
+        conn: VncConnArgs,
+        #[command(subcommand)]
+        verb: VncVerb,
+    },
     /// Run one check on image files and print the score, place or text (to tune thresholds).
     ///
     /// Exit code 0 when the check passes (or no threshold is given), 1 when not.
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct VncConnArgs {
+    /// Read the password from this environment variable.
+    #[arg(long, global = true, value_name = "VAR")]
+    password_env: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// The server's keyboard layout (for scancodes): us, de.
+    #[arg(long, global = true, default_value = "us")]
+    layout: String,
+    /// Encodings in order, comma-separated (zrle, copyrect, raw, desktopsize, qemu-key, qemu-pointer).
+    #[arg(long, global = true, value_delimiter = ',')]
+    encodings: Vec<String>,
+    /// Limit for connecting and for the first frame.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    timeout: std::time::Duration,
+}
+
+#[derive(Subcommand)]
+enum VncVerb {
+    /// Save the screen as a PNG.
+    Capture { address: String, out: PathBuf },
+    /// Press key combos (ctrl+alt+t, enter, F5 ...), one after another.
+    Key {
+        address: String,
+        #[arg(required = true)]
+        combos: Vec<String>,
+        /// Hold each combo down this long.
+        #[arg(long, value_parser = parse_duration)]
+        hold: Option<std::time::Duration>,
+    },
+    /// Type text (\n in TEXT is typed as Enter only when given as a real newline).
+    Type {
+        address: String,
+        text: String,
+        /// Between characters.
+        #[arg(long, default_value = "30ms", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// After each chunk of 8 characters wait up to this long for the screen to change; exit 1 if it does not.
+        #[arg(long, value_parser = parse_duration, value_name = "WAIT")]
+        confirm: Option<std::time::Duration>,
+    },
+    /// Click at X Y.
+    Click {
+        address: String,
+        x: u32,
+        y: u32,
+        #[arg(long, default_value = "left")]
+        button: String,
+        #[arg(long)]
+        double: bool,
+    },
+    /// Move the pointer to X Y.
+    Move {
+        address: String,
+        x: u32,
+        y: u32,
+        /// Travel along a path (linear, bezier) taking --duration.
+        #[arg(long, default_value = "linear")]
+        path: String,
+        #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+        duration: std::time::Duration,
     },
 }
 
@@ -579,6 +658,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
         Command::Approve { results, step, all, failed } => approve(&results, step, all, failed),
         Command::Needle { command: NeedleCommand::Import { files, to } } => needle_import(&files, &to),
         Command::Image { command } => image(command),
+        Command::Vnc { conn, verb } => Ok(vnc(conn, verb)),
     }
 }
 
@@ -648,6 +728,67 @@ fn image(command: ImageCommand) -> anyhow::Result<u8> {
             Ok(Verdict::Invalid.exit_code() as u8)
         }
     }
+}
+
+fn vnc(args: VncConnArgs, verb: VncVerb) -> u8 {
+    match vnc_verb(args, verb) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("smoke: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn vnc_verb(args: VncConnArgs, verb: VncVerb) -> Result<(), smoke::vnc_verbs::VerbError> {
+    use smoke::input::{Button, Layout, pointer::PathKind};
+    use smoke::vnc_verbs::{self as v, Connection, PasswordSource, VerbError};
+    let usage = VerbError::Usage;
+    let layout = Layout::parse(&args.layout).ok_or_else(|| {
+        usage(format!(
+            "unknown keyboard layout '{}' (known: {})",
+            args.layout,
+            smoke::input::layout::LAYOUT_NAMES.join(", ")
+        ))
+    })?;
+    let password = match (args.password_env, args.password_file) {
+        (Some(_), Some(_)) => return Err(usage("give --password-env or --password-file, not both".into())),
+        (Some(var), None) => PasswordSource::Env(var),
+        (None, Some(file)) => PasswordSource::File(file),
+        (None, None) => PasswordSource::Default,
+    };
+    let address = match &verb {
+        VncVerb::Capture { address, .. }
+        | VncVerb::Key { address, .. }
+        | VncVerb::Type { address, .. }
+        | VncVerb::Click { address, .. }
+        | VncVerb::Move { address, .. } => address.clone(),
+    };
+    let conn = Connection { address, password, layout, encodings: args.encodings, timeout: args.timeout };
+    // One connection, one thread: no multi-threaded runtime to start.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VerbError::Infra(format!("starting the async runtime: {e}")))?;
+    rt.block_on(async {
+        match verb {
+            VncVerb::Capture { out, .. } => v::capture(&conn, &out).await.map(|_| ()),
+            VncVerb::Key { combos, hold, .. } => v::key(&conn, &combos, hold).await,
+            VncVerb::Type { text, interval, confirm, .. } => {
+                v::type_text(&conn, &text, smoke::runner::screen::TypeOptions { interval, confirm }).await
+            }
+            VncVerb::Click { x, y, button, double, .. } => {
+                let button = Button::parse(&button)
+                    .ok_or_else(|| usage(format!("unknown button '{button}' (left, middle, right)")))?;
+                v::click(&conn, smoke::geometry::Point::new(x, y), button, double).await
+            }
+            VncVerb::Move { x, y, path, duration, .. } => {
+                let path =
+                    PathKind::parse(&path).ok_or_else(|| usage(format!("unknown path '{path}' (linear, bezier)")))?;
+                v::move_to(&conn, smoke::geometry::Point::new(x, y), path, duration).await
+            }
+        }
+    })
 }
 
 /// First Ctrl-C (or SIGTERM): finish with cleanup. Second Ctrl-C: stop now.

@@ -352,7 +352,10 @@ async fn execute(
         let recorder =
             Recorder::start(Arc::new(VncFrames(client.clone())), results.recording(), RecorderOptions::default())
                 .map_err(|e| format!("starting the recording: {e}"))?;
-        let screen = Screen::new(client.clone(), events.clone());
+        let typing =
+            crate::runner::screen::TargetTyping { interval: p.target.type_interval, confirm: p.target.type_confirm };
+        let screen =
+            Screen::new(client.clone(), events.clone()).with_layout(p.target.keyboard_layout).with_typing(typing);
         let pause = req.pause_on_failure.then(|| crate::runner::PauseOnFailure { access: machine.access_info() });
         let commands = machine.commands();
         let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());
@@ -404,7 +407,11 @@ async fn connect(machine: &Machine) -> Result<VncClient, String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         match VncClient::connect(&access.endpoint, &opts).await {
-            Ok(c) => return Ok(c),
+            Ok(c) => {
+                // a lost or stalled connection is replaced within the step's budget
+                c.set_reconnect(true);
+                return Ok(c);
+            }
             Err(e) if Instant::now() < deadline && is_transient(&e) => {
                 tracing::debug!("VNC not ready yet: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;

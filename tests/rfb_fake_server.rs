@@ -202,7 +202,7 @@ async fn handshake_3_3_none_then_first_update() {
         peer.send(&1u32.to_be_bytes()).await; // None, no SecurityResult in 3.3
         peer.init("fake 3.3").await;
         let codes = peer.expect_setup().await;
-        assert_eq!(codes, vec![16, 1, 0, -223], "ZRLE first, DesktopSize included");
+        assert_eq!(codes, vec![16, 1, 0, -223, -258, -257], "ZRLE first, DesktopSize and the QEMU extensions included");
         peer.send(&raw_update(&[(full(), [10, 20, 30])])).await;
         peer.next_message().await; // the next incremental request
     })
@@ -738,5 +738,127 @@ async fn concurrent_captures_take_turns() {
     let mut colours: Vec<[u8; 3]> = [a, b, c].into_iter().map(|f| f.unwrap().rgb(0, 0)).collect();
     colours.sort();
     assert_eq!(colours, vec![[1, 1, 1], [2, 2, 2], [3, 3, 3]]);
+    server.await.unwrap();
+}
+
+/// Skip messages until one that is not an update request.
+async fn next_input(peer: &mut Peer) -> ClientMessage {
+    loop {
+        match peer.next_message().await {
+            ClientMessage::FramebufferUpdateRequest { .. } => continue,
+            other => return other,
+        }
+    }
+}
+
+/// QEMU's way: the server acknowledges Extended Key Event and says the
+/// pointer is relative, with pseudo-rectangles that carry no pixels. Keys
+/// then go by scancode; pointer moves go as offsets from 0x7fff; and the
+/// pseudo-rectangles (full-screen sized, as QEMU sends them) complete no
+/// capture.
+#[tokio::test]
+async fn qemu_extended_keys_and_relative_pointer() {
+    let (endpoint, server) = serve(|mut peer| async move {
+        peer.version(b"RFB 003.008\n", ProtocolVersion::V3_8).await;
+        assert_eq!(peer.offer_security(&[1]).await, 1);
+        peer.send(&0u32.to_be_bytes()).await;
+        peer.init("fake qemu").await;
+        let codes = peer.expect_setup().await;
+        assert!(codes.contains(&-258) && codes.contains(&-257), "{codes:?}");
+        let mut acks = framebuffer_update_header(2).to_vec();
+        acks.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Other(-258) }.encode());
+        acks.extend_from_slice(
+            &RectHeader { rect: Rect::new(0, 0, u32::from(WIDTH), u32::from(HEIGHT)), encoding: Encoding::Other(-257) }
+                .encode(),
+        );
+        peer.send(&acks).await;
+        peer.first_frame().await;
+        assert_eq!(
+            next_input(&mut peer).await,
+            ClientMessage::QemuKeyEvent { down: true, keysym: 0x61, scancode: 0x1e }
+        );
+        assert_eq!(next_input(&mut peer).await, ClientMessage::KeyEvent { down: true, keysym: 0x0100_0436 });
+        assert_eq!(
+            next_input(&mut peer).await,
+            ClientMessage::PointerEvent { buttons: 0, x: 0x7fff + 10, y: 0x7fff + 5 }
+        );
+        assert_eq!(next_input(&mut peer).await, ClientMessage::PointerEvent { buttons: 1, x: 0x7fff - 4, y: 0x7fff });
+        // the capture after this needs a real answer
+        peer.next_non_incremental().await;
+        let mut pseudo = framebuffer_update_header(1).to_vec();
+        pseudo.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Other(-258) }.encode());
+        peer.send(&pseudo).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peer.send(&raw_update(&[(full(), [5, 6, 7])])).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    })
+    .await;
+    let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
+    assert!(client.takes_scancodes());
+    assert_eq!(client.pointer_absolute(), Some(false));
+    client.key_code(0x61, 0x1e, true).await.unwrap();
+    client.key_code(0x0100_0436, 0, true).await.unwrap();
+    client.pointer(10, 5, 0).await.unwrap();
+    client.pointer(6, 5, 1).await.unwrap();
+    let frame = client.capture(Duration::from_secs(3)).await.unwrap();
+    assert!(is_solid(&frame, [5, 6, 7]), "a pseudo-rectangle completed the capture");
+    server.await.unwrap();
+}
+
+/// A server that goes silent after the first frame: the capture forces a
+/// small non-incremental request after ~2 s, gives up on the session after
+/// ~4 s, connects again (handshake and authentication included) and takes
+/// its frame from the new session, all within its own time limit.
+#[tokio::test]
+async fn a_silent_server_is_probed_then_replaced_by_a_new_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut first = Peer { stream, buf: Vec::new() };
+        first.accept_none().await;
+        // read what the client sends while never answering
+        let probe = tokio::spawn(async move {
+            loop {
+                if let ClientMessage::FramebufferUpdateRequest { incremental: false, width: 1, height: 1, .. } =
+                    first.next_message().await
+                {
+                    return (std::time::Instant::now(), first);
+                }
+            }
+        });
+        let (stream, _) = listener.accept().await.unwrap();
+        let reconnected = std::time::Instant::now();
+        let mut second = Peer { stream, buf: Vec::new() };
+        second.accept_none().await;
+        second.next_non_incremental().await;
+        second.send(&raw_update(&[(full(), [40, 50, 60])])).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (probed, _first) = probe.await.unwrap();
+        assert!(probed < reconnected, "the probe came after the reconnection");
+    });
+    let client = VncClient::connect(&Endpoint::tcp("127.0.0.1", port), &opts(None)).await.unwrap();
+    client.set_reconnect(true);
+    let started = std::time::Instant::now();
+    let frame = client.capture(Duration::from_secs(10)).await.unwrap();
+    let took = started.elapsed();
+    assert!(is_solid(&frame, [40, 50, 60]));
+    assert_eq!(client.reconnects(), 1);
+    assert!(took >= Duration::from_secs(4) && took < Duration::from_secs(7), "{took:?}");
+    server.await.unwrap();
+}
+
+/// Without reconnection (the default) a silent server is a plain timeout.
+#[tokio::test]
+async fn a_silent_server_without_reconnection_times_out() {
+    let (endpoint, server) = serve(|mut peer| async move {
+        peer.accept_none().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    })
+    .await;
+    let client = VncClient::connect(&endpoint, &opts(None)).await.unwrap();
+    let err = client.capture(Duration::from_millis(1200)).await.unwrap_err();
+    assert!(matches!(err, RfbError::Timeout { .. }), "{err}");
+    assert_eq!(client.reconnects(), 0);
     server.await.unwrap();
 }

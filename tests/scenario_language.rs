@@ -420,3 +420,43 @@ fn ssim_window_is_gaussian_or_box() {
     use smoke::scenario::model::SsimWindowKind::*;
     assert_eq!(kinds, vec![Box, Gaussian]);
 }
+
+#[test]
+fn input_steps_hold_drag_scroll_and_confirm() {
+    let p = Project::new();
+    let s = p.file(
+        "scenarios/t.yaml",
+        "defaults: {type_confirm: true}\nsteps:\n  - key: {combo: ctrl+shift+t, hold: 2s}\n  - key_down: shift\n  - key_up: [shift]\n  - type: {text: hi, confirm: false, interval: 50ms}\n  - drag: {from: [10, 20], to: {text: Trash}, path: bezier, duration: 1s, button: right}\n  - scroll: down\n  - scroll: {direction: left, count: 4, at: [5, 6]}\n  - move: {x: 3, y: 4, path: linear, duration: 200ms}\n  - type: plain\n",
+    );
+    let plan = load(&s, &opts()).unwrap();
+    let actions: Vec<&Action> = plan.steps.iter().map(|s| &s.step.action).collect();
+    assert!(matches!(actions[0], Action::KeyHold(c, d) if c.text == "ctrl+shift+t" && d.as_secs() == 2));
+    assert!(matches!(actions[1], Action::KeyDown(c) if c.len() == 1));
+    assert!(matches!(actions[2], Action::KeyUp(c) if c.len() == 1));
+    assert!(matches!(actions[3], Action::Type(t) if t.confirm == Some(false)));
+    match actions[4] {
+        Action::Drag(d) => {
+            assert!(matches!(d.from, Target::At(p) if (p.x, p.y) == (10, 20)));
+            assert!(matches!(d.to, Target::Text { .. }));
+            assert_eq!(d.path, smoke::input::pointer::PathKind::Bezier);
+            assert_eq!(d.button, smoke::input::Button::Right);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(actions[5], Action::Scroll(s) if s.count == 1 && s.at.is_none()));
+    assert!(matches!(actions[6], Action::Scroll(s) if s.count == 4 && s.at.is_some()));
+    assert!(matches!(actions[7], Action::MoveAlong(..)));
+    assert!(matches!(actions[8], Action::Type(t) if t.confirm.is_none()));
+    assert_eq!(plan.defaults.type_confirm, Some(true));
+
+    let s = p.file(
+        "scenarios/bad.yaml",
+        "steps:\n  - key: {combo: [a, b], hold: 1s}\n  - scroll: sideways\n  - drag: {from: [1, 2], path: zigzag}\n  - click: {x: 1, y: 2, path: bezier}\n",
+    );
+    let d = load(&s, &opts()).unwrap_err();
+    assert!(has(&d, "bad.yaml:2:10 hold takes one combo"), "{:#?}", errs(&d));
+    assert!(has(&d, "bad.yaml:3:13 unknown scroll direction 'sideways'"), "{:#?}", errs(&d));
+    assert!(has(&d, "bad.yaml:4:11 a drag step is missing 'to'"), "{:#?}", errs(&d));
+    assert!(has(&d, "bad.yaml:4:32 unknown path 'zigzag'"), "{:#?}", errs(&d));
+    assert!(has(&d, "bad.yaml:5:25 'path' applies to move steps"), "{:#?}", errs(&d));
+}

@@ -2,6 +2,7 @@
 //! `Return`, `ctrl+shift+T`, `ctrl++` (the `+` key itself).
 
 use crate::input::keysym;
+use crate::input::layout::{Layout, scancode_of_keysym};
 use crate::input::text::KeyEvent;
 
 /// A parsed key combo: modifiers held while one key is pressed.
@@ -86,17 +87,67 @@ impl KeyCombo {
         Ok(KeyCombo { text: trimmed.to_string(), modifiers, key })
     }
 
-    /// Press the modifiers in order, tap the key, release in reverse order.
+    /// Press the modifiers in order, tap the key, release in reverse order
+    /// (keysyms only).
     pub fn events(&self) -> Vec<KeyEvent> {
-        let mut out = Vec::with_capacity(self.modifiers.len() * 2 + 2);
-        for &m in &self.modifiers {
-            out.push(KeyEvent { keysym: m, down: true });
-        }
-        out.push(KeyEvent { keysym: self.key, down: true });
-        out.push(KeyEvent { keysym: self.key, down: false });
-        for &m in self.modifiers.iter().rev() {
-            out.push(KeyEvent { keysym: m, down: false });
-        }
+        self.events_on(None)
+    }
+
+    /// Like [`KeyCombo::events`], with scancodes of `layout` when given.
+    pub fn events_on(&self, layout: Option<Layout>) -> Vec<KeyEvent> {
+        let mut out = self.press(layout);
+        out.extend(self.release(layout));
+        out
+    }
+
+    /// The modifiers and the key, each with its scancode on `layout` (0 when
+    /// it has none or no layout is given). A character that needs Shift or
+    /// AltGr on the layout gets it added.
+    fn keys_on(&self, layout: Option<Layout>) -> (Vec<KeyEvent>, KeyEvent) {
+        let Some(layout) = layout else {
+            let mods = self.modifiers.iter().map(|&m| KeyEvent::sym(m, true)).collect();
+            return (mods, KeyEvent::sym(self.key, true));
+        };
+        let mut mods: Vec<KeyEvent> =
+            self.modifiers.iter().map(|&m| KeyEvent::key(m, scancode_of_keysym(m).unwrap_or(0), true)).collect();
+        let fixed = scancode_of_keysym(self.key).filter(|_| self.key > 0xff);
+        let stroke = char::from_u32(self.key)
+            .filter(|_| fixed.is_none() && self.key <= 0xff)
+            .and_then(|c| layout.strokes(c))
+            .and_then(|s| s.first().copied());
+        let key = match (fixed, stroke) {
+            (Some(code), _) => KeyEvent::key(self.key, code, true),
+            (None, Some(s)) => {
+                let mut add = |k: u32, code: u16| {
+                    if !mods.iter().any(|e| e.keysym == k) {
+                        mods.push(KeyEvent::key(k, code, true));
+                    }
+                };
+                if s.shift {
+                    add(keysym::SHIFT_L, crate::input::layout::SC_SHIFT_L);
+                }
+                if s.altgr {
+                    add(keysym::ALTGR, crate::input::layout::SC_ALT_R);
+                }
+                KeyEvent::key(s.keysym, s.scancode, true)
+            }
+            (None, None) => KeyEvent::sym(self.key, true),
+        };
+        (mods, key)
+    }
+
+    /// The modifiers down in order, then the key down (a held combo).
+    pub fn press(&self, layout: Option<Layout>) -> Vec<KeyEvent> {
+        let (mut out, key) = self.keys_on(layout);
+        out.push(key);
+        out
+    }
+
+    /// The key up, then the modifiers up in reverse order.
+    pub fn release(&self, layout: Option<Layout>) -> Vec<KeyEvent> {
+        let (mods, key) = self.keys_on(layout);
+        let mut out = vec![KeyEvent { down: false, ..key }];
+        out.extend(mods.iter().rev().map(|m| KeyEvent { down: false, ..*m }));
         out
     }
 }
@@ -149,9 +200,24 @@ mod tests {
         let c = KeyCombo::parse("ctrl+shift+t").unwrap();
         assert_eq!(c.key, b'T' as u32);
         let ev = c.events();
-        assert_eq!(ev.first(), Some(&KeyEvent { keysym: CONTROL_L, down: true }));
-        assert_eq!(ev.last(), Some(&KeyEvent { keysym: CONTROL_L, down: false }));
+        assert_eq!(ev.first(), Some(&KeyEvent::sym(CONTROL_L, true)));
+        assert_eq!(ev.last(), Some(&KeyEvent::sym(CONTROL_L, false)));
         assert_eq!(ev.len(), 6);
+    }
+
+    #[test]
+    fn scancodes_of_combos() {
+        let c = KeyCombo::parse("ctrl+alt+t").unwrap();
+        let ev = c.events_on(Some(Layout::Us));
+        let codes: Vec<(u16, bool)> = ev.iter().map(|e| (e.scancode, e.down)).collect();
+        assert_eq!(codes, vec![(0x1d, true), (0x38, true), (0x14, true), (0x14, false), (0x38, false), (0x1d, false)]);
+        // on a German keyboard, z is where US has y; `ctrl+@` needs AltGr there
+        assert_eq!(KeyCombo::parse("ctrl+z").unwrap().press(Some(Layout::De))[1].scancode, 0x15);
+        let at = KeyCombo::parse("ctrl+@").unwrap().press(Some(Layout::De));
+        assert_eq!(at.iter().map(|e| e.scancode).collect::<Vec<_>>(), vec![0x1d, 0xb8, 0x10]);
+        assert_eq!(KeyCombo::parse("F12").unwrap().press(Some(Layout::De))[0].scancode, 0x58);
+        // no scancodes without a layout
+        assert!(c.events().iter().all(|e| e.scancode == 0));
     }
 
     #[test]

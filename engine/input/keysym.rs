@@ -25,6 +25,8 @@ pub const CAPS_LOCK: u32 = 0xffe5;
 pub const META_L: u32 = 0xffe7;
 pub const ALT_L: u32 = 0xffe9;
 pub const ALT_R: u32 = 0xffea;
+/// ISO_Level3_Shift: AltGr on European layouts.
+pub const ALTGR: u32 = 0xfe03;
 pub const SUPER_L: u32 = 0xffeb;
 pub const SUPER_R: u32 = 0xffec;
 pub const KP_ENTER: u32 = 0xff8d;
@@ -83,7 +85,7 @@ pub const MODIFIERS: &[(&str, u32)] = &[
     ("control", CONTROL_L),
     ("shift", SHIFT_L),
     ("alt", ALT_L),
-    ("altgr", 0xfe03), // ISO_Level3_Shift
+    ("altgr", ALTGR),
     ("super", SUPER_L),
     ("win", SUPER_L),
     ("meta", META_L),

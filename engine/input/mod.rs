@@ -6,9 +6,11 @@
 //! sends them over RFB.
 pub mod keys;
 pub mod keysym;
+pub mod layout;
 pub mod pointer;
 pub mod text;
 
 pub use keys::{KeyCombo, KeyError};
+pub use layout::Layout;
 pub use pointer::{Button, PointerEvent};
 pub use text::{KeyEvent, type_text};

@@ -288,6 +288,13 @@ impl std::fmt::Display for Encoding {
     }
 }
 
+/// QEMU Extended Key Event pseudo-encoding: the server takes scancodes
+/// (client message 255 subtype 0) once it answered with a rectangle of it.
+pub const QEMU_EXTENDED_KEY_EVENT: Encoding = Encoding::Other(-258);
+/// QEMU Pointer Motion Change pseudo-encoding: a rectangle of it says whether
+/// pointer events are absolute (x = 1) or relative (x = 0).
+pub const QEMU_POINTER_MOTION_CHANGE: Encoding = Encoding::Other(-257);
+
 /// Messages a client sends (RFC 6143 section 7.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientMessage {
@@ -311,6 +318,13 @@ pub enum ClientMessage {
     },
     /// Latin-1 bytes.
     ClientCutText(Vec<u8>),
+    /// QEMU Extended Key Event (message 255, subtype 0): a key by XT
+    /// scancode (qnum numbering) with its keysym.
+    QemuKeyEvent {
+        down: bool,
+        keysym: u32,
+        scancode: u32,
+    },
 }
 
 impl ClientMessage {
@@ -349,6 +363,13 @@ impl ClientMessage {
                 let mut b = vec![5, *buttons];
                 b.extend_from_slice(&x.to_be_bytes());
                 b.extend_from_slice(&y.to_be_bytes());
+                b
+            }
+            ClientMessage::QemuKeyEvent { down, keysym, scancode } => {
+                let mut b = vec![255, 0];
+                b.extend_from_slice(&u16::from(*down).to_be_bytes());
+                b.extend_from_slice(&keysym.to_be_bytes());
+                b.extend_from_slice(&scancode.to_be_bytes());
                 b
             }
             ClientMessage::ClientCutText(text) => {
@@ -433,6 +454,13 @@ impl ClientMessage {
                 }
                 (ClientMessage::ClientCutText(buf[8..8 + n].to_vec()), 8 + n)
             }
+            255 if buf.len() >= 2 && buf[1] == 0 => {
+                if !need(12) {
+                    return Ok(None);
+                }
+                (ClientMessage::QemuKeyEvent { down: u16_at(2) != 0, keysym: u32_at(4), scancode: u32_at(8) }, 12)
+            }
+            255 if buf.len() < 2 => return Ok(None),
             other => {
                 return Err(RfbError::protocol("client message", format!("unknown message type {other}")));
             }
@@ -561,6 +589,7 @@ mod tests {
             ClientMessage::SetEncodings(vec![16, 1, 0, -223]),
             ClientMessage::FramebufferUpdateRequest { incremental: true, x: 1, y: 2, width: 1280, height: 720 },
             ClientMessage::KeyEvent { down: true, keysym: 0xffe1 },
+            ClientMessage::QemuKeyEvent { down: true, keysym: 0x40, scancode: 0xb8 },
             ClientMessage::PointerEvent { buttons: 5, x: 640, y: 65535 },
             ClientMessage::ClientCutText(latin1("héllo ✓")),
         ];

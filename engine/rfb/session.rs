@@ -34,7 +34,10 @@ use crate::rfb::capture::{CaptureEvent, PendingCapture, Progress};
 use crate::rfb::encodings::{DecodeStatus, Decoders};
 use crate::rfb::error::RfbError;
 use crate::rfb::framebuffer::Framebuffer;
-use crate::rfb::protocol::{ClientMessage, Encoding, MAX_CUT_TEXT_LEN, RECT_HEADER_LEN, RectHeader, server_message};
+use crate::rfb::protocol::{
+    ClientMessage, Encoding, MAX_CUT_TEXT_LEN, QEMU_EXTENDED_KEY_EVENT, QEMU_POINTER_MOTION_CHANGE, RECT_HEADER_LEN,
+    RectHeader, server_message,
+};
 use crate::rfb::transport::BoxedStream;
 
 /// Read buffer of the pump.
@@ -63,6 +66,14 @@ pub(crate) struct State {
     pub next_capture_id: u64,
     pub disconnected: Option<String>,
     pub stats: ClientStats,
+    /// The server acknowledged QEMU Extended Key Event: keys go by scancode.
+    pub scancodes: bool,
+    /// What the last QEMU Pointer Motion Change said (`None`: never sent).
+    pub pointer_absolute: Option<bool>,
+    /// The session ended because the connection was lost (closed by the
+    /// server, a failed read or write, a stall), not by a protocol error or
+    /// the client: reconnecting may help.
+    pub lost: bool,
 }
 
 /// One message for the writer task.
@@ -97,6 +108,17 @@ impl Shared {
             Some(reason) => Err(RfbError::disconnected(reason.clone())),
             None => Ok(()),
         }
+    }
+
+    /// End the session as lost (see [`State::lost`]).
+    pub fn lose(&self, reason: &str) {
+        {
+            let mut st = self.lock();
+            if st.disconnected.is_none() {
+                st.lost = true;
+            }
+        }
+        self.terminate(reason);
     }
 
     /// End the session: record why (the first reason wins), fail pending
@@ -191,6 +213,9 @@ pub(crate) fn start(
             next_capture_id: 1,
             disconnected: None,
             stats: ClientStats::default(),
+            scancodes: false,
+            pointer_absolute: None,
+            lost: false,
         }),
         bytes_received: AtomicU64::new(0),
         writer: writer_tx,
@@ -237,7 +262,7 @@ async fn writer_task(
                 if let Some(done) = done {
                     let _ = done.send(Err(e));
                 }
-                shared.terminate(&reason);
+                shared.lose(&reason);
                 return;
             }
         }
@@ -334,17 +359,21 @@ fn in_rect(err: RfbError, index: u16, header: &RectHeader) -> RfbError {
 
 impl Reader {
     async fn run(mut self) {
-        let reason = match self.message_loop().await {
+        let (reason, lost) = match self.message_loop().await {
             Ok(never) => match never {},
-            Err(RfbError::Disconnected { reason }) => reason,
+            Err(RfbError::Disconnected { reason }) => (reason, true),
             Err(e) => {
                 warn!(error = %e, "RFB session ended by an error");
-                e.to_string()
+                (e.to_string(), false)
             }
         };
         // Drop the update counter first so watchers see the end at once.
         drop(self.updates_tx);
-        self.shared.terminate(&reason);
+        if lost {
+            self.shared.lose(&reason);
+        } else {
+            self.shared.terminate(&reason);
+        }
     }
 
     async fn message_loop(&mut self) -> Result<Infallible, RfbError> {
@@ -401,6 +430,9 @@ impl Reader {
             raw.copy_from_slice(&self.input.available()[..RECT_HEADER_LEN]);
             let header = RectHeader::decode(&raw);
             self.input.consume(RECT_HEADER_LEN);
+            if self.qemu_pseudo(&header) {
+                continue;
+            }
             loop {
                 let available = self.input.available();
                 let status = self
@@ -427,6 +459,25 @@ impl Reader {
         }
         trace!(rects = count, start, "FramebufferUpdate applied");
         self.finish_update(start, rects.into()).await
+    }
+
+    /// Note QEMU's pseudo-encoding rectangles (no pixels, not counted for
+    /// captures): true when `header` was one.
+    fn qemu_pseudo(&mut self, header: &RectHeader) -> bool {
+        if header.encoding == QEMU_EXTENDED_KEY_EVENT {
+            debug!("the server takes scancodes (QEMU Extended Key Event)");
+            self.shared.lock().scancodes = true;
+            true
+        } else if header.encoding == QEMU_POINTER_MOTION_CHANGE {
+            let absolute = header.rect.x != 0;
+            if !absolute {
+                warn!("the server's pointer is relative: clicks may drift (give the VM a USB tablet)");
+            }
+            self.shared.lock().pointer_absolute = Some(absolute);
+            true
+        } else {
+            false
+        }
     }
 
     /// Publish a complete update, advance captures, request the next update.

@@ -26,11 +26,13 @@ use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::results::{ResultsDir, annotate};
 use crate::rfb::RfbError;
-use crate::scenario::model::{Action, ChangeWait, Expect, IfVisible, LaunchAction, ShellAction, StillWait, Target};
+use crate::scenario::model::{
+    Action, ChangeWait, Expect, IfVisible, LaunchAction, ShellAction, StillWait, TYPE_INTERVAL, Target,
+};
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
 use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
-use screen::Screen;
+use screen::{DragOptions, InputError, Screen, TypeOptions};
 
 /// How far a stop request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,6 +77,15 @@ pub enum StepError {
 impl From<RfbError> for StepError {
     fn from(e: RfbError) -> Self {
         StepError::Infra(format!("VNC: {e}"))
+    }
+}
+
+impl From<InputError> for StepError {
+    fn from(e: InputError) -> Self {
+        match e {
+            InputError::Rfb(e) => e.into(),
+            lost @ InputError::Lost { .. } => StepError::Failed(lost.to_string()),
+        }
     }
 }
 
@@ -224,6 +235,12 @@ impl<'a> Runner<'a> {
             }
         }
         self.interrupt_at = Cancel::Hard;
+        // keys a key_down left pressed must not stay down for cleanup
+        if !self.screen.held().is_empty()
+            && let Err(e) = self.screen.release_held().await
+        {
+            self.events.emit(Event::Warning { message: format!("releasing held keys: {e}") });
+        }
         // evidence first, while the target is still in the failed state; cleanup then
         if r.failed + r.errors > 0 && !self.plan.forensics.is_empty() && *self.cancel.borrow() < Cancel::Hard {
             self.forensics().await;
@@ -324,6 +341,8 @@ impl<'a> Runner<'a> {
         if matches!(status, StepStatus::Failed | StepStatus::Error) {
             let frame = match outcome.frame {
                 Some(f) => Some(f),
+                // a connection the step already failed to restore gets no second wait
+                None if matches!(status, StepStatus::Error) && !self.screen.client().is_connected() => None,
                 None => self.screen.capture().await.ok(),
             };
             if let Some(f) = frame {
@@ -424,9 +443,15 @@ impl<'a> Runner<'a> {
             Action::Wait(t) => self.sleep(*t).await,
             Action::IfVisible(g) => self.guard(ps, g).await,
             Action::Key(combos) => Ok(self.screen.keys(n, combos, KEY_GAP).await?),
+            Action::KeyHold(combo, hold) => Ok(self.screen.key_hold(n, combo, *hold).await?),
+            Action::KeyDown(combos) => Ok(self.screen.key_down(n, combos).await?),
+            Action::KeyUp(combos) => Ok(self.screen.key_up(n, combos).await?),
             Action::Type(t) => {
-                let interval = t.interval.unwrap_or(d.type_interval);
-                Ok(self.screen.type_text(n, &t.text, interval).await?)
+                // step, then scenario defaults, then the target, then built in
+                let target = self.screen.typing();
+                let interval = t.interval.or(d.type_interval).or(target.interval).unwrap_or(TYPE_INTERVAL);
+                let confirm = t.confirm.or(d.type_confirm).or(target.confirm).unwrap_or(false).then_some(budget);
+                Ok(self.screen.type_with(n, &t.text, TypeOptions { interval, confirm }).await?)
             }
             Action::Click(c) => {
                 let (at, mut frame) = match &c.target {
@@ -450,6 +475,23 @@ impl<'a> Runner<'a> {
             Action::Move(t) => {
                 let (at, _) = self.locate(n, t, budget).await?;
                 Ok(self.screen.move_to(n, at).await?)
+            }
+            Action::MoveAlong(t, path, duration) => {
+                let (at, _) = self.locate(n, t, budget).await?;
+                Ok(self.screen.move_along(n, at, *path, *duration).await?)
+            }
+            Action::Drag(g) => {
+                let (from, _) = self.locate(n, &g.from, budget).await?;
+                let (to, _) = self.locate(n, &g.to, budget).await?;
+                let opts = DragOptions { button: g.button, path: g.path, duration: g.duration, dwell: g.dwell };
+                Ok(self.screen.drag(n, from, to, opts).await?)
+            }
+            Action::Scroll(sc) => {
+                let at = match &sc.at {
+                    Some(t) => Some(self.locate(n, t, budget).await?.0),
+                    None => None,
+                };
+                Ok(self.screen.scroll(n, at, sc.direction, sc.count).await?)
             }
             Action::Screenshot(s) => {
                 let frame = self.screen.capture().await?;

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::geometry::{Point, Rect};
+use crate::input::pointer::{PATH_KINDS, PathKind, SCROLL_DIRECTIONS, ScrollDirection};
 use crate::input::{Button, KeyCombo};
 use crate::scenario::decode::{self, MapReader};
 use crate::scenario::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
@@ -21,10 +22,20 @@ use crate::scenario::source::Span;
 pub const ACTIONS: &[(&str, &str)] = &[
     ("shell", "Run a shell command on the target; fails on an unexpected exit code."),
     ("launch", "Start an application and wait until its process runs and a screen condition holds."),
-    ("key", "Press a key combo (ctrl+alt+t, shift+tab, F5, enter) or a list of them."),
-    ("type", "Type text, with Shift sent explicitly for upper case and symbols."),
+    (
+        "key",
+        "Press a key combo (ctrl+alt+t, shift+tab, F5, enter) or a list of them; `{combo, hold: 2s}` holds one down.",
+    ),
+    ("key_down", "Press key combos and keep them down until a key_up step (or the end of the run)."),
+    ("key_up", "Release key combos a key_down step pressed."),
+    (
+        "type",
+        "Type text, with Shift sent explicitly for upper case and symbols; `confirm: true` checks that each chunk showed on the screen.",
+    ),
     ("click", "Click at a point, or on text found by OCR, or on an image found on screen."),
-    ("move", "Move the mouse to a point, text or image."),
+    ("move", "Move the mouse to a point, text or image; `path: bezier` and `duration` move like a hand."),
+    ("drag", "Press a mouse button at `from`, move along a path to `to`, release."),
+    ("scroll", "Turn the mouse wheel: `scroll: down`, or `{direction, count, at}`."),
     ("wait", "Pause for a fixed time (prefer wait_for)."),
     ("wait_for", "Poll a check until it holds or the timeout runs out."),
     (
@@ -64,7 +75,10 @@ pub const MODIFIERS: &[(&str, &str)] = &[
 
 pub const SHELL_KEYS: &[&str] = &["command", "exit", "file", "save"];
 pub const LAUNCH_KEYS: &[&str] = &["command", "process", "until", "wait", "file"];
-pub const TYPE_KEYS: &[&str] = &["text", "interval"];
+pub const TYPE_KEYS: &[&str] = &["text", "interval", "confirm"];
+pub const KEY_HOLD_KEYS: &[&str] = &["combo", "hold"];
+pub const DRAG_KEYS: &[&str] = &["from", "to", "button", "path", "duration", "dwell"];
+pub const SCROLL_KEYS: &[&str] = &["direction", "count", "at"];
 pub const TARGET_KEYS: &[&str] = &[
     "x",
     "y",
@@ -82,6 +96,8 @@ pub const TARGET_KEYS: &[&str] = &[
     "button",
     "double",
     "locate",
+    "path",
+    "duration",
 ];
 pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
 pub const CHECK_KINDS: &[(&str, &str)] = &[
@@ -140,9 +156,17 @@ pub enum Action {
     Shell(ShellAction),
     Launch(LaunchAction),
     Key(Vec<KeyCombo>),
+    /// One combo held down for a while.
+    KeyHold(KeyCombo, Duration),
+    KeyDown(Vec<KeyCombo>),
+    KeyUp(Vec<KeyCombo>),
     Type(TypeAction),
     Click(ClickAction),
     Move(Target),
+    /// A move along a path taking `duration`.
+    MoveAlong(Target, PathKind, Duration),
+    Drag(DragAction),
+    Scroll(ScrollAction),
     Wait(Duration),
     /// Ask the model; run the sub-steps when it says yes.
     IfVisible(IfVisible),
@@ -160,10 +184,14 @@ impl Action {
         match self {
             Action::Shell(_) => "shell",
             Action::Launch(_) => "launch",
-            Action::Key(_) => "key",
+            Action::Key(_) | Action::KeyHold(..) => "key",
+            Action::KeyDown(_) => "key_down",
+            Action::KeyUp(_) => "key_up",
             Action::Type(_) => "type",
             Action::Click(_) => "click",
-            Action::Move(_) => "move",
+            Action::Move(_) | Action::MoveAlong(..) => "move",
+            Action::Drag(_) => "drag",
+            Action::Scroll(_) => "scroll",
             Action::Wait(_) => "wait",
             Action::IfVisible(_) => "if_visible",
             Action::WaitFor => "wait_for",
@@ -266,6 +294,27 @@ pub struct LaunchAction {
 pub struct TypeAction {
     pub text: String,
     pub interval: Option<Duration>,
+    /// Check after each chunk that the screen changed (default from
+    /// `defaults.type_confirm`).
+    pub confirm: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DragAction {
+    pub from: Target,
+    pub to: Target,
+    pub button: Button,
+    pub path: PathKind,
+    pub duration: Duration,
+    pub dwell: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScrollAction {
+    /// Where to scroll; where the pointer is when absent.
+    pub at: Option<Target>,
+    pub direction: ScrollDirection,
+    pub count: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -392,9 +441,11 @@ pub fn uses_vlm(step: &Step) -> bool {
     step.expect.iter().any(check)
         || match &step.action {
             Action::Launch(l) => l.until.as_ref().is_some_and(check),
-            Action::Click(ClickAction { target: Target::Locate { .. }, .. }) | Action::Move(Target::Locate { .. }) => {
-                true
-            }
+            Action::Click(ClickAction { target: Target::Locate { .. }, .. })
+            | Action::Move(Target::Locate { .. })
+            | Action::MoveAlong(Target::Locate { .. }, ..)
+            | Action::Scroll(ScrollAction { at: Some(Target::Locate { .. }), .. }) => true,
+            Action::Drag(d) => [&d.from, &d.to].iter().any(|t| matches!(t, Target::Locate { .. })),
             Action::IfVisible(_) => true,
             _ => false,
         }
@@ -484,27 +535,45 @@ pub struct Reference {
     pub path: Option<PathBuf>,
 }
 
+/// Between typed characters when neither scenario nor target says: about 33
+/// keys/s, what real systems accept (openQA types at 30 keys/s).
+pub const TYPE_INTERVAL: Duration = Duration::from_millis(30);
+
 /// Step defaults a scenario may set under `defaults:`.
 #[derive(Debug, Clone)]
 pub struct Defaults {
     pub timeout: Duration,
     pub retries: u32,
-    pub type_interval: Duration,
+    /// Between typed characters; `None`: the target's `type_interval`, else
+    /// [`TYPE_INTERVAL`].
+    pub type_interval: Option<Duration>,
+    /// Confirm every `type` on the screen unless the step says otherwise;
+    /// `None`: the target's `type_confirm`, else no.
+    pub type_confirm: Option<bool>,
     pub click_settle: Duration,
     pub ssim_threshold: f64,
     pub image_threshold: f64,
     pub launch_wait: Duration,
 }
 
-pub const DEFAULTS_KEYS: &[&str] =
-    &["timeout", "retries", "type_interval", "click_settle", "ssim_threshold", "image_threshold", "launch_wait"];
+pub const DEFAULTS_KEYS: &[&str] = &[
+    "timeout",
+    "retries",
+    "type_interval",
+    "type_confirm",
+    "click_settle",
+    "ssim_threshold",
+    "image_threshold",
+    "launch_wait",
+];
 
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             timeout: Duration::from_secs(10),
             retries: 0,
-            type_interval: Duration::from_millis(30),
+            type_interval: None,
+            type_confirm: None,
             click_settle: Duration::from_millis(200),
             ssim_threshold: 0.98,
             image_threshold: 0.9,
@@ -524,7 +593,10 @@ impl Defaults {
             d.retries = v as u32;
         }
         if let Some(v) = m.get("type_interval").and_then(|n| decode::duration(n, "defaults.type_interval", diags)) {
-            d.type_interval = v;
+            d.type_interval = Some(v);
+        }
+        if let Some(v) = m.get("type_confirm").and_then(|n| decode::boolean(n, "defaults.type_confirm", diags)) {
+            d.type_confirm = Some(v);
         }
         if let Some(v) = m.get("click_settle").and_then(|n| decode::duration(n, "defaults.click_settle", diags)) {
             d.click_settle = v;
@@ -647,7 +719,9 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
         "screen_wait" => Some(Action::ScreenWait),
         "shell" => body.and_then(|n| shell(n, diags)).map(Action::Shell),
         "launch" => body.and_then(|n| launch(n, defaults, diags)).map(Action::Launch),
-        "key" => body.and_then(|n| keys(n, diags)).map(Action::Key),
+        "key" => body.and_then(|n| key_step(n, diags)),
+        "key_down" => body.and_then(|n| keys(n, diags)).map(Action::KeyDown),
+        "key_up" => body.and_then(|n| keys(n, diags)).map(Action::KeyUp),
         "type" => body.and_then(|n| type_text(n, diags)).map(|t| {
             if let Some(field) = m.get("verify_input") {
                 expect.extend(verify_input(field, &t.text, diags));
@@ -669,7 +743,9 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
         "if_visible" => {
             body.and_then(|n| if_visible(n, m.get("then"), &node.span, defaults, diags)).map(Action::IfVisible)
         }
-        "move" => body.and_then(|n| target(n, "move target", defaults, diags)).map(|(t, _, _)| Action::Move(t)),
+        "move" => body.and_then(|n| move_step(n, defaults, diags)),
+        "drag" => body.and_then(|n| drag(n, defaults, diags)).map(Action::Drag),
+        "scroll" => body.and_then(|n| scroll(n, defaults, diags)).map(Action::Scroll),
         "wait" => body.and_then(|n| decode::duration(n, "wait", diags)).map(Action::Wait),
         "wait_for" => body.map(|n| {
             expect.splice(0..0, expectations(n, false, defaults, diags));
@@ -862,27 +938,136 @@ fn keys(node: &Node, diags: &mut Diagnostics) -> Option<Vec<KeyCombo>> {
     (diags.len() == before).then_some(out)
 }
 
+/// `key: COMBO`, `key: [COMBO, ...]` or `key: {combo: COMBO, hold: 2s}`.
+fn key_step(node: &Node, diags: &mut Diagnostics) -> Option<Action> {
+    if !matches!(node.value, Value::Map(_)) {
+        return keys(node, diags).map(Action::Key);
+    }
+    let m = MapReader::new(node, "a key step", KEY_HOLD_KEYS, diags)?;
+    let combo = m.required("combo", diags).and_then(|n| keys(n, diags));
+    let hold = m.get("hold").and_then(|n| decode::duration(n, "hold", diags));
+    let mut combo = combo?;
+    match (combo.len(), hold) {
+        (1, Some(hold)) => Some(Action::KeyHold(combo.remove(0), hold)),
+        (_, None) => Some(Action::Key(combo)),
+        (_, Some(_)) => {
+            diags.push(
+                Diagnostic::new(&node.span, "hold takes one combo")
+                    .with_help("hold keys one after another in separate steps"),
+            );
+            None
+        }
+    }
+}
+
+/// `move: TARGET`, or a target map with `path` and `duration`.
+fn move_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Action> {
+    let (t, _, _) = target(node, "move target", defaults, diags)?;
+    let Some(m) = node.as_map() else { return Some(Action::Move(t)) };
+    let get = |k: &str| m.iter().find(|e| e.key == k).map(|e| &e.value);
+    let path = get("path").and_then(|n| path_kind(n, diags));
+    let duration = get("duration").and_then(|n| decode::duration(n, "duration", diags));
+    match (path, duration) {
+        (None, None) => Some(Action::Move(t)),
+        (path, duration) => {
+            Some(Action::MoveAlong(t, path.unwrap_or(PathKind::Bezier), duration.unwrap_or(Duration::from_millis(300))))
+        }
+    }
+}
+
+fn path_kind(node: &Node, diags: &mut Diagnostics) -> Option<PathKind> {
+    let s = decode::string(node, "path", diags)?;
+    let kind = PathKind::parse(&s);
+    if kind.is_none() {
+        diags.push(
+            Diagnostic::new(&node.span, format!("unknown path '{s}'"))
+                .with_help(format!("use {}", PATH_KINDS.join(" or "))),
+        );
+    }
+    kind
+}
+
+/// `drag: {from: TARGET, to: TARGET, button, path, duration, dwell}`.
+fn drag(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<DragAction> {
+    let m = MapReader::new(node, "a drag step", DRAG_KEYS, diags)?;
+    let from = m.required("from", diags).and_then(|n| target(n, "drag start", defaults, diags));
+    let to = m.required("to", diags).and_then(|n| target(n, "drag end", defaults, diags));
+    let button = match m.get("button") {
+        None => Some(Button::Left),
+        Some(n) => {
+            let s = decode::string(n, "button", diags)?;
+            let b = Button::parse(&s);
+            if b.is_none() {
+                diags.push(
+                    Diagnostic::new(&n.span, format!("unknown button '{s}'")).with_help("use left, middle or right"),
+                );
+            }
+            b
+        }
+    };
+    let path = m.get("path").map_or(Some(PathKind::Linear), |n| path_kind(n, diags));
+    let duration =
+        m.get("duration").map_or(Some(Duration::from_millis(300)), |n| decode::duration(n, "duration", diags));
+    let dwell = m.get("dwell").map_or(Some(Duration::from_millis(100)), |n| decode::duration(n, "dwell", diags));
+    Some(DragAction { from: from?.0, to: to?.0, button: button?, path: path?, duration: duration?, dwell: dwell? })
+}
+
+/// `scroll: down` or `{direction: down, count: 3, at: TARGET}`.
+fn scroll(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<ScrollAction> {
+    let direction_of = |n: &Node, diags: &mut Diagnostics| {
+        let s = decode::string(n, "direction", diags)?;
+        let d = ScrollDirection::parse(&s);
+        if d.is_none() {
+            diags.push(
+                Diagnostic::new(&n.span, format!("unknown scroll direction '{s}'"))
+                    .with_help(format!("use {}", SCROLL_DIRECTIONS.join(", "))),
+            );
+        }
+        d
+    };
+    if !matches!(node.value, Value::Map(_)) {
+        return direction_of(node, diags).map(|direction| ScrollAction { at: None, direction, count: 1 });
+    }
+    let m = MapReader::new(node, "a scroll step", SCROLL_KEYS, diags)?;
+    let direction = m.required("direction", diags).and_then(|n| direction_of(n, diags));
+    let count = m.get("count").map_or(Some(1), |n| decode::integer(n, "count", 1, 1000, diags));
+    let at = match m.get("at") {
+        None => None,
+        Some(n) => Some(target(n, "scroll position", defaults, diags)?.0),
+    };
+    Some(ScrollAction { at, direction: direction?, count: count? as u32 })
+}
+
 fn type_text(node: &Node, diags: &mut Diagnostics) -> Option<TypeAction> {
-    let (text, interval) = match &node.value {
+    let (text, interval, confirm) = match &node.value {
         Value::Map(_) => {
             let m = MapReader::new(node, "a type step", TYPE_KEYS, diags)?;
             let text = m.required("text", diags).and_then(|n| decode::text(n, "text", diags));
             let interval = m.get("interval").and_then(|n| decode::duration(n, "interval", diags));
-            (text?, interval)
+            let confirm = m.get("confirm").and_then(|n| decode::boolean(n, "confirm", diags));
+            (text?, interval, confirm)
         }
-        _ => (decode::text(node, "type", diags)?, None),
+        _ => (decode::text(node, "type", diags)?, None, None),
     };
-    if let Err((i, c)) = crate::input::type_text(&text) {
+    if let Err((i, c)) = crate::input::type_text(&text, None) {
         diags.push(
             Diagnostic::new(&node.span, format!("character {} of the text ({:?}) cannot be typed", i + 1, c))
                 .with_help("use a key step for control keys"),
         );
         return None;
     }
-    Some(TypeAction { text, interval })
+    Some(TypeAction { text, interval, confirm })
 }
 
 fn click(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<ClickAction> {
+    if let Some(m) = node.as_map() {
+        for e in m.iter().filter(|e| e.key == "path" || e.key == "duration") {
+            diags.push(
+                Diagnostic::new(&e.key_span, format!("'{}' applies to move steps", e.key))
+                    .with_help("move along a path in a move step first, then click"),
+            );
+        }
+    }
     let (target, button, double) = target(node, "click target", defaults, diags)?;
     Some(ClickAction { target, button, double, precheck: false })
 }
@@ -1404,7 +1589,16 @@ pub fn references(step: &Step) -> Vec<&Reference> {
     }
     match &step.action {
         Action::Click(ClickAction { target: Target::Image { reference, .. }, .. })
-        | Action::Move(Target::Image { reference, .. }) => out.push(reference),
+        | Action::Move(Target::Image { reference, .. })
+        | Action::MoveAlong(Target::Image { reference, .. }, ..)
+        | Action::Scroll(ScrollAction { at: Some(Target::Image { reference, .. }), .. }) => out.push(reference),
+        Action::Drag(d) => {
+            for t in [&d.from, &d.to] {
+                if let Target::Image { reference, .. } = t {
+                    out.push(reference);
+                }
+            }
+        }
         Action::IfVisible(g) => out.extend(g.then.iter().flat_map(references)),
         _ => {}
     }
@@ -1436,9 +1630,20 @@ pub fn default_label(step: &Step) -> String {
         Action::Shell(s) => format!("shell {}", short(&s.command)),
         Action::Launch(l) => format!("launch {}", short(&l.command.display())),
         Action::Key(k) => format!("key {}", k.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
+        Action::KeyHold(k, d) => format!("hold {} {}ms", k.text, d.as_millis()),
+        Action::KeyDown(k) => format!("key down {}", k.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
+        Action::KeyUp(k) => format!("key up {}", k.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(", ")),
         Action::Type(t) => format!("type \"{}\"", short(&t.text)),
         Action::Click(c) => format!("click {}", describe_target(&c.target)),
-        Action::Move(t) => format!("move {}", describe_target(t)),
+        Action::Move(t) | Action::MoveAlong(t, ..) => format!("move {}", describe_target(t)),
+        Action::Drag(d) => format!("drag {} to {}", describe_target(&d.from), describe_target(&d.to)),
+        Action::Scroll(s) => format!(
+            "scroll {:?} x{}{}",
+            s.direction,
+            s.count,
+            s.at.as_ref().map(|t| format!(" at {}", describe_target(t))).unwrap_or_default()
+        )
+        .to_lowercase(),
         Action::Wait(d) => format!("wait {}ms", d.as_millis()),
         Action::IfVisible(g) => format!("if visible: {}", short(&g.question)),
         Action::WaitFor => format!("wait for {}", checks()),

@@ -689,8 +689,27 @@ impl<'o> Builder<'o> {
                 Target::Needle { needle, point, .. } => needles.push((needle, Some(point.clone()))),
                 _ => {}
             },
-            Action::Move(Target::Image { reference, .. }) => refs.push(reference),
-            Action::Move(Target::Needle { needle, point, .. }) => needles.push((needle, Some(point.clone()))),
+            Action::Move(Target::Image { reference, .. }) | Action::MoveAlong(Target::Image { reference, .. }, ..) => {
+                refs.push(reference)
+            }
+            Action::Move(Target::Needle { needle, point, .. })
+            | Action::MoveAlong(Target::Needle { needle, point, .. }, ..) => {
+                needles.push((needle, Some(point.clone())))
+            }
+            Action::Scroll(model::ScrollAction { at: Some(t), .. }) => match t {
+                Target::Image { reference, .. } => refs.push(reference),
+                Target::Needle { needle, point, .. } => needles.push((needle, Some(point.clone()))),
+                _ => {}
+            },
+            Action::Drag(d) => {
+                for t in [&mut d.from, &mut d.to] {
+                    match t {
+                        Target::Image { reference, .. } => refs.push(reference),
+                        Target::Needle { needle, point, .. } => needles.push((needle, Some(point.clone()))),
+                        _ => {}
+                    }
+                }
+            }
             Action::Launch(l) => {
                 if let Some(e) = &mut l.until {
                     collect(e, &mut refs, &mut needles);

@@ -32,11 +32,32 @@ fn defs() -> Value {
                 "file": {"type": "string", "description": "A file pattern resolved on the target to exactly one file; {file} in the command becomes its path."}}, "required": ["command"]}]})
             }
             "key" => {
+                json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}},
+                {"type": "object", "additionalProperties": false, "properties": {
+                "combo": {"$ref": "#/$defs/keyCombo"},
+                "hold": {"$ref": "#/$defs/duration", "description": "Keep the combo down this long, then release it."}}, "required": ["combo"]}]})
+            }
+            "key_down" | "key_up" => {
                 json!({"anyOf": [{"$ref": "#/$defs/keyCombo"}, {"type": "array", "items": {"$ref": "#/$defs/keyCombo"}}]})
             }
             "type" => {
                 json!({"anyOf": [{"type": ["string", "number"]}, {"type": "object", "additionalProperties": false, "properties": {
-                "text": {"type": ["string", "number"]}, "interval": {"$ref": "#/$defs/duration"}}, "required": ["text"]}]})
+                "text": {"type": ["string", "number"]}, "interval": {"$ref": "#/$defs/duration"},
+                "confirm": {"type": "boolean", "description": "After each chunk of 8 characters wait (up to the step timeout) until the screen changed; fail naming the lost text otherwise."}}, "required": ["text"]}]})
+            }
+            "drag" => {
+                json!({"type": "object", "additionalProperties": false, "properties": {
+                "from": {"$ref": "#/$defs/target"}, "to": {"$ref": "#/$defs/target"},
+                "button": {"enum": ["left", "middle", "right"]},
+                "path": {"enum": crate::input::pointer::PATH_KINDS, "description": "How the pointer travels (default linear)."},
+                "duration": {"$ref": "#/$defs/duration", "description": "Time spent moving (default 300ms)."},
+                "dwell": {"$ref": "#/$defs/duration", "description": "Pause after pressing and before releasing (default 100ms)."}}, "required": ["from", "to"]})
+            }
+            "scroll" => {
+                json!({"anyOf": [{"enum": crate::input::pointer::SCROLL_DIRECTIONS}, {"type": "object", "additionalProperties": false, "properties": {
+                "direction": {"enum": crate::input::pointer::SCROLL_DIRECTIONS},
+                "count": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "Wheel clicks (default 1)."},
+                "at": {"$ref": "#/$defs/target"}}, "required": ["direction"]}]})
             }
             "click" | "move" => json!({"$ref": "#/$defs/target"}),
             "wait" | "timeout" => json!({"$ref": "#/$defs/duration"}),
@@ -127,6 +148,8 @@ fn defs() -> Value {
             json!({"type": "number", "minimum": 0, "maximum": 1})
         } else if *k == "retries" {
             json!({"type": "integer", "minimum": 0})
+        } else if *k == "type_confirm" {
+            json!({"type": "boolean", "description": "Check every type step's text on the screen (default false)."})
         } else {
             json!({"$ref": "#/$defs/duration"})
         };
@@ -156,6 +179,12 @@ fn defs() -> Value {
             "button" => json!({"enum": ["left", "middle", "right"]}),
             "locate" => {
                 json!({"type": "string", "description": "A description the vision-language model finds on the screen (grounding)."})
+            }
+            "path" => {
+                json!({"enum": crate::input::pointer::PATH_KINDS, "description": "Move steps: travel along this path (default bezier once duration is given)."})
+            }
+            "duration" => {
+                json!({"$ref": "#/$defs/duration", "description": "Move steps: time the move takes (default 300ms once path is given)."})
             }
             _ => json!({}),
         };
