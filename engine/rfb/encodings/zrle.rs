@@ -295,7 +295,7 @@ pub(crate) fn decode_tile_with(
                 (read_palette(reader, size)?, size)
             };
             palette_runs(reader, n, &palette, size, out)?;
-            if let Some(m) = memory.as_deref_mut() {
+            if let Some(m) = memory {
                 (m.colours, m.size) = (palette, size);
             }
         }
