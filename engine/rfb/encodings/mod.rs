@@ -15,7 +15,7 @@
 //! feed to it, so a repeated call sees the same state.
 //!
 //! Length-prefixed encodings (ZRLE) ask once for the prefix and once for the
-//! body. Encodings without a length prefix (Hextile, Tight, TRLE, to come)
+//! body. Encodings without a length prefix (Hextile, Tight, TRLE)
 //! can walk their sub-headers and ask for more step by step, keeping their
 //! scan position in their own struct between calls: the connection code does
 //! not change for them.
@@ -23,6 +23,7 @@
 pub mod copyrect;
 pub mod hextile;
 pub mod raw;
+pub mod tight;
 pub mod tiles;
 pub mod trle;
 pub mod zrle;
@@ -50,6 +51,7 @@ pub struct Decoders {
     zrle: ZrleDecoder,
     hextile: hextile::HextileDecoder,
     trle: trle::TrleDecoder,
+    tight: tight::TightDecoder,
 }
 
 impl Decoders {
@@ -74,6 +76,7 @@ impl Decoders {
             Encoding::Zrle => self.zrle.decode(rect, input, fb),
             Encoding::Hextile => self.hextile.decode(rect, input, fb),
             Encoding::Trle => self.trle.decode(rect, input, fb),
+            Encoding::Tight => self.tight.decode(rect, input, fb),
             Encoding::DesktopSize => {
                 fb.resize(rect.w, rect.h)?;
                 Ok(DecodeStatus::Complete { consumed: 0 })
