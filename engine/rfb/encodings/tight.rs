@@ -55,6 +55,9 @@ struct Basic<'a> {
     len: usize,
 }
 
+/// The control byte, the fill colour or the basic-compression parts.
+type Parsed<'a> = (u8, Option<[u8; 3]>, Option<Basic<'a>>);
+
 fn tpixel(r: &mut ByteReader<'_>) -> Result<[u8; 3], RfbError> {
     let p = r.take(TPIXEL)?;
     Ok([p[0], p[1], p[2]])
@@ -82,7 +85,7 @@ impl TightDecoder {
             return Err(RfbError::limit(format!("a Tight rectangle {} pixels wide (at most {MAX_WIDTH})", rect.w)));
         }
         let mut r = ByteReader::new(input, PLACE);
-        let parsed = (|| -> Result<(u8, Option<[u8; 3]>, Option<Basic<'_>>), RfbError> {
+        let parsed = (|| -> Result<Parsed<'_>, RfbError> {
             let control = r.u8()?;
             let kind = control >> 4;
             match kind {
@@ -251,6 +254,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
     fn fill_copy_palette_and_gradient() {
         let mut fb = Framebuffer::new(64, 64).unwrap();
         let mut d = TightDecoder::default();
