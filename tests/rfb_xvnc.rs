@@ -317,7 +317,7 @@ async fn vnc_auth_with_right_wrong_and_missing_password() {
 }
 
 #[tokio::test]
-async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
+async fn raw_zrle_hextile_tight_and_copyrect_decode_bit_identical_frames() {
     let _serial = serial().await;
     let desktop = busy_desktop();
     wait_for_galculator(&desktop).await;
@@ -336,6 +336,19 @@ async fn raw_zrle_and_copyrect_decode_bit_identical_frames() {
     assert_eq!(count_colour(&reference, [0x70, 0x30, 0xc0]), 0);
     let distinct: std::collections::HashSet<&[u8]> = reference.pixels().chunks_exact(4).collect();
     assert!(distinct.len() > 50, "only {} colours on screen", distinct.len());
+    // Hextile, forced as the only encoding: the same pixels, bit for bit.
+    let hextile = connect(&desktop, &[Encoding::Hextile]).await;
+    let from_hextile = hextile.capture(CAPTURE_TIMEOUT).await.unwrap();
+    assert!(from_hextile == reference, "Hextile frame differs from the Raw frame");
+    let hs = hextile.stats();
+    assert!(hs.rects_by_encoding.get(&Encoding::Hextile).copied().unwrap_or(0) > 0, "{hs:?}");
+    assert_eq!(hs.rects_by_encoding.get(&Encoding::Raw), None, "{hs:?}");
+    // Tight (lossless: no quality level is asked for), forced the same way.
+    let tight = connect(&desktop, &[Encoding::Tight]).await;
+    let from_tight = tight.capture(CAPTURE_TIMEOUT).await.unwrap();
+    assert!(from_tight == reference, "Tight frame differs from the Raw frame");
+    let ts = tight.stats();
+    assert!(ts.rects_by_encoding.get(&Encoding::Tight).copied().unwrap_or(0) > 0, "{ts:?}");
     let zs = zrle.stats();
     assert!(zs.rects_by_encoding.get(&Encoding::Zrle).copied().unwrap_or(0) > 0, "{zs:?}");
     assert_eq!(zs.rects_by_encoding.get(&Encoding::Raw), None, "{zs:?}");

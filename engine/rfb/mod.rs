@@ -8,7 +8,7 @@
 //! - [`protocol`]: the wire format, encode/decode only, no I/O.
 //! - [`auth`]: VNC authentication DES and the `vncpasswd` password file.
 //! - [`handshake`]: version, security and initialisation messages.
-//! - [`encodings`]: pure rectangle decoders (Raw, CopyRect, ZRLE).
+//! - [`encodings`]: pure rectangle decoders (Raw, CopyRect, ZRLE, Hextile, Tight without JPEG, TRLE).
 //! - [`framebuffer`]: the client-side pixel store.
 //! - [`coverage`]: which pixels fresh updates have covered (for captures).
 //! - [`capture`]: pending captures and the freshness cut-off.

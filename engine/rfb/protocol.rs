@@ -242,6 +242,9 @@ pub fn decode_text(bytes: &[u8]) -> String {
 pub enum Encoding {
     Raw,
     CopyRect,
+    Hextile,
+    Tight,
+    Trle,
     Zrle,
     /// Pseudo-encoding: the framebuffer changed size.
     DesktopSize,
@@ -254,6 +257,9 @@ impl Encoding {
         match self {
             Encoding::Raw => 0,
             Encoding::CopyRect => 1,
+            Encoding::Hextile => 5,
+            Encoding::Tight => 7,
+            Encoding::Trle => 15,
             Encoding::Zrle => 16,
             Encoding::DesktopSize => -223,
             Encoding::Other(code) => code,
@@ -264,6 +270,9 @@ impl Encoding {
         match code {
             0 => Encoding::Raw,
             1 => Encoding::CopyRect,
+            5 => Encoding::Hextile,
+            7 => Encoding::Tight,
+            15 => Encoding::Trle,
             16 => Encoding::Zrle,
             -223 => Encoding::DesktopSize,
             other => Encoding::Other(other),
@@ -282,6 +291,9 @@ impl std::fmt::Display for Encoding {
             Encoding::Raw => f.write_str("Raw"),
             Encoding::CopyRect => f.write_str("CopyRect"),
             Encoding::Zrle => f.write_str("ZRLE"),
+            Encoding::Hextile => f.write_str("Hextile"),
+            Encoding::Tight => f.write_str("Tight"),
+            Encoding::Trle => f.write_str("TRLE"),
             Encoding::DesktopSize => f.write_str("DesktopSize"),
             Encoding::Other(code) => write!(f, "encoding {code}"),
         }

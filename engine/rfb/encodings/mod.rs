@@ -15,13 +15,17 @@
 //! feed to it, so a repeated call sees the same state.
 //!
 //! Length-prefixed encodings (ZRLE) ask once for the prefix and once for the
-//! body. Encodings without a length prefix (Hextile, Tight, TRLE, to come)
+//! body. Encodings without a length prefix (Hextile, Tight, TRLE)
 //! can walk their sub-headers and ask for more step by step, keeping their
 //! scan position in their own struct between calls: the connection code does
 //! not change for them.
 
 pub mod copyrect;
+pub mod hextile;
 pub mod raw;
+pub mod tight;
+pub mod tiles;
+pub mod trle;
 pub mod zrle;
 
 use crate::geometry::Rect;
@@ -45,6 +49,9 @@ pub enum DecodeStatus {
 #[derive(Default)]
 pub struct Decoders {
     zrle: ZrleDecoder,
+    hextile: hextile::HextileDecoder,
+    trle: trle::TrleDecoder,
+    tight: tight::TightDecoder,
 }
 
 impl Decoders {
@@ -67,6 +74,9 @@ impl Decoders {
             Encoding::Raw => raw::decode(rect, input, fb),
             Encoding::CopyRect => copyrect::decode(rect, input, fb),
             Encoding::Zrle => self.zrle.decode(rect, input, fb),
+            Encoding::Hextile => self.hextile.decode(rect, input, fb),
+            Encoding::Trle => self.trle.decode(rect, input, fb),
+            Encoding::Tight => self.tight.decode(rect, input, fb),
             Encoding::DesktopSize => {
                 fb.resize(rect.w, rect.h)?;
                 Ok(DecodeStatus::Complete { consumed: 0 })
@@ -84,11 +94,14 @@ pub(crate) struct ByteReader<'a> {
     data: &'a [u8],
     pos: usize,
     place: &'static str,
+    /// Set when a read failed only because the data ran out: how many bytes
+    /// (from the start of `data`) that read needed.
+    pub(crate) short_of: Option<usize>,
 }
 
 impl<'a> ByteReader<'a> {
     pub(crate) fn new(data: &'a [u8], place: &'static str) -> ByteReader<'a> {
-        ByteReader { data, pos: 0, place }
+        ByteReader { data, pos: 0, place, short_of: None }
     }
 
     pub(crate) fn remaining(&self) -> usize {
@@ -97,6 +110,7 @@ impl<'a> ByteReader<'a> {
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], RfbError> {
         if self.remaining() < n {
+            self.short_of = Some(self.pos + n);
             return Err(RfbError::protocol(
                 self.place,
                 format!(

@@ -207,12 +207,48 @@ fn palette_index_error(index: usize, size: usize) -> RfbError {
     RfbError::protocol("ZRLE tile", format!("palette index {index} with a palette of {size} colours"))
 }
 
+/// The palette a TRLE tile may reuse from the tile before it (subencodings
+/// 127 and 129). ZRLE has no such reuse.
+#[derive(Debug, Clone)]
+pub(crate) struct PaletteMemory {
+    size: usize,
+    colours: [[u8; 4]; MAX_PALETTE],
+}
+
+impl Default for PaletteMemory {
+    fn default() -> PaletteMemory {
+        PaletteMemory { size: 0, colours: [[0; 4]; MAX_PALETTE] }
+    }
+}
+
 /// Decode one `w` x `h` tile into `out` as RGBA (alpha 255).
 pub(crate) fn decode_tile(reader: &mut ByteReader<'_>, w: usize, h: usize, out: &mut Vec<u8>) -> Result<(), RfbError> {
+    decode_tile_with(reader, w, h, out, None)
+}
+
+/// [`decode_tile`] for ZRLE (`memory: None`) and TRLE (`Some`: palettes are
+/// remembered, and subencodings 127 and 129 reuse the last one).
+pub(crate) fn decode_tile_with(
+    reader: &mut ByteReader<'_>,
+    w: usize,
+    h: usize,
+    out: &mut Vec<u8>,
+    mut memory: Option<&mut PaletteMemory>,
+) -> Result<(), RfbError> {
     let n = w * h;
     out.clear();
     out.resize(n * BYTES_PER_PIXEL, 255);
     let subencoding = reader.u8()?;
+    let remembered = |memory: &Option<&mut PaletteMemory>| -> Result<([[u8; 4]; MAX_PALETTE], usize), RfbError> {
+        match memory {
+            Some(m) if m.size > 0 => Ok((m.colours, m.size)),
+            Some(_) => Err(RfbError::protocol(
+                "TRLE tile",
+                format!("subencoding {subencoding} reuses a palette, but no tile before it had one"),
+            )),
+            None => Err(undefined_subencoding(subencoding, reader.position() - 1)),
+        }
+    };
     match subencoding {
         0 => {
             let bytes = reader.take(n * CPIXEL_LEN)?;
@@ -226,28 +262,16 @@ pub(crate) fn decode_tile(reader: &mut ByteReader<'_>, w: usize, h: usize, out: 
                 dst.copy_from_slice(&px);
             }
         }
-        2..=16 => {
-            let size = usize::from(subencoding);
-            let palette = read_palette(reader, size)?;
-            let bits = match size {
-                2 => 1,
-                3 | 4 => 2,
-                _ => 4,
+        2..=16 | 127 => {
+            let (palette, size) = if subencoding == 127 {
+                remembered(&memory)?
+            } else {
+                let size = usize::from(subencoding);
+                (read_palette(reader, size)?, size)
             };
-            let mask = (1u8 << bits) - 1;
-            let row_bytes = (w * bits).div_ceil(8);
-            for y in 0..h {
-                let row = reader.take(row_bytes)?;
-                for x in 0..w {
-                    let bit = x * bits;
-                    let shift = 8 - bits - bit % 8;
-                    let index = usize::from((row[bit / 8] >> shift) & mask);
-                    if index >= size {
-                        return Err(palette_index_error(index, size));
-                    }
-                    let at = (y * w + x) * BYTES_PER_PIXEL;
-                    out[at..at + BYTES_PER_PIXEL].copy_from_slice(&palette[index]);
-                }
+            packed_pixels(reader, w, h, &palette, size, out)?;
+            if let Some(m) = memory.as_deref_mut() {
+                (m.colours, m.size) = (palette, size);
             }
         }
         128 => {
@@ -263,34 +287,82 @@ pub(crate) fn decode_tile(reader: &mut ByteReader<'_>, w: usize, h: usize, out: 
                 filled += len;
             }
         }
-        130..=255 => {
-            let size = usize::from(subencoding - 128);
-            let palette = read_palette(reader, size)?;
-            let mut filled = 0;
-            while filled < n {
-                let b = reader.u8()?;
-                let index = usize::from(b & 0x7f);
-                if index >= size {
-                    return Err(palette_index_error(index, size));
-                }
-                let len = if b & 0x80 != 0 { run_length(reader, n - filled)? } else { 1 };
-                for dst in
-                    out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL].chunks_exact_mut(BYTES_PER_PIXEL)
-                {
-                    dst.copy_from_slice(&palette[index]);
-                }
-                filled += len;
+        129..=255 => {
+            let (palette, size) = if subencoding == 129 {
+                remembered(&memory)?
+            } else {
+                let size = usize::from(subencoding - 128);
+                (read_palette(reader, size)?, size)
+            };
+            palette_runs(reader, n, &palette, size, out)?;
+            if let Some(m) = memory {
+                (m.colours, m.size) = (palette, size);
             }
         }
-        other => {
-            return Err(RfbError::protocol(
-                "ZRLE tile",
-                format!(
-                    "subencoding {other} at offset {} is not defined (17..127 and 129 are unused)",
-                    reader.position() - 1
-                ),
-            ));
+        other => return Err(undefined_subencoding(other, reader.position() - 1)),
+    }
+    Ok(())
+}
+
+fn undefined_subencoding(subencoding: u8, at: usize) -> RfbError {
+    RfbError::protocol(
+        "ZRLE tile",
+        format!("subencoding {subencoding} at offset {at} is not defined (17..127 and 129 are unused in ZRLE)"),
+    )
+}
+
+/// Packed palette indices: 1, 2 or 4 bits per pixel, rows padded to bytes.
+fn packed_pixels(
+    reader: &mut ByteReader<'_>,
+    w: usize,
+    h: usize,
+    palette: &[[u8; 4]; MAX_PALETTE],
+    size: usize,
+    out: &mut [u8],
+) -> Result<(), RfbError> {
+    let bits = match size {
+        1 | 2 => 1,
+        3 | 4 => 2,
+        _ => 4,
+    };
+    let mask = (1u8 << bits) - 1;
+    let row_bytes = (w * bits).div_ceil(8);
+    for y in 0..h {
+        let row = reader.take(row_bytes)?;
+        for x in 0..w {
+            let bit = x * bits;
+            let shift = 8 - bits - bit % 8;
+            let index = usize::from((row[bit / 8] >> shift) & mask);
+            if index >= size {
+                return Err(palette_index_error(index, size));
+            }
+            let at = (y * w + x) * BYTES_PER_PIXEL;
+            out[at..at + BYTES_PER_PIXEL].copy_from_slice(&palette[index]);
         }
+    }
+    Ok(())
+}
+
+/// Palette RLE: an index byte (top bit: a run length follows) per run.
+fn palette_runs(
+    reader: &mut ByteReader<'_>,
+    n: usize,
+    palette: &[[u8; 4]; MAX_PALETTE],
+    size: usize,
+    out: &mut [u8],
+) -> Result<(), RfbError> {
+    let mut filled = 0;
+    while filled < n {
+        let b = reader.u8()?;
+        let index = usize::from(b & 0x7f);
+        if index >= size {
+            return Err(palette_index_error(index, size));
+        }
+        let len = if b & 0x80 != 0 { run_length(reader, n - filled)? } else { 1 };
+        for dst in out[filled * BYTES_PER_PIXEL..(filled + len) * BYTES_PER_PIXEL].chunks_exact_mut(BYTES_PER_PIXEL) {
+            dst.copy_from_slice(&palette[index]);
+        }
+        filled += len;
     }
     Ok(())
 }
