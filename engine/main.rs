@@ -257,7 +257,7 @@ enum VncVerb {
         #[arg(long, value_parser = parse_duration)]
         hold: Option<std::time::Duration>,
     },
-    /// Type text (\n in TEXT is typed as Enter only when given as a real newline).
+    /// Type TEXT (a newline in it presses Enter).
     Type {
         address: String,
         text: String,
