@@ -84,6 +84,11 @@ impl EventSink for Console {
                 }
                 self.line(s);
             }
+            Event::Vlm { purpose, question, answer, cached, latency_ms, .. } if v >= Verbosity::Verbose => {
+                let a: String = answer.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect();
+                let how = if *cached { "cache".to_string() } else { format!("{latency_ms} ms") };
+                self.line(format!("      vlm {purpose}: {question} -> {a} ({how})"));
+            }
             Event::Shell { command, exit_code, stderr, .. } if v >= Verbosity::Verbose => {
                 let first = command.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
                 let more = if command.trim().lines().count() > 1 { " …" } else { "" };

@@ -184,6 +184,44 @@ pub enum Event {
         path: String,
         reason: String,
     },
+    /// One question to the vision-language model (or its answer from the cache).
+    Vlm {
+        step: usize,
+        /// `check`, `guard` (if_visible), `locate` or `precheck`.
+        purpose: String,
+        question: String,
+        model: String,
+        /// The answer as the model gave it (reasoning stripped; cut at 2000 characters).
+        answer: String,
+        /// yes, no or unparseable (judge questions).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<String>,
+        /// Where a locate answer points (screen coordinates).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        point: Option<crate::geometry::Point>,
+        cached: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+        latency_ms: u64,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost: f64,
+        /// SHA-256 of the image's pixels (the cache key's image part).
+        image: String,
+        /// The image the model was shown (results-relative), for `smoke replay`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_path: Option<String>,
+        /// Where the image lies on the screen, when it is a crop.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        region: Option<Rect>,
+    },
+    /// The model endpoint answered before the first step.
+    VlmReady {
+        endpoint: String,
+        models: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warmup_ms: Option<u64>,
+    },
     StepFinished {
         step: usize,
         label: String,

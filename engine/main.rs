@@ -64,6 +64,9 @@ enum Command {
         /// persistent failure (see `smoke history`).
         #[arg(long, env = "SMOKE_NOTIFY_URL", hide_env_values = true)]
         notify: Option<String>,
+        /// Ask the vision-language model every question (no cached verdicts are read or stored).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Prepare a target and open a shell in it (the local desktop's DISPLAY and
     /// HOME); the target is torn down when the shell exits.
@@ -130,6 +133,9 @@ enum Command {
         /// persistent failure (see `smoke history`).
         #[arg(long, env = "SMOKE_NOTIFY_URL", hide_env_values = true)]
         notify: Option<String>,
+        /// Ask the vision-language model every question (no cached verdicts are read or stored).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Write the HTML report of a run or matrix folder; `merge` combines runs made elsewhere.
     Report {
@@ -147,6 +153,26 @@ enum Command {
         drift: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Ask the model again about the images a past run showed it (to tune a
+    /// question or try another model offline).
+    Replay {
+        /// The run folder (with events.jsonl).
+        run: PathBuf,
+        /// The step whose questions to ask again.
+        #[arg(long)]
+        step: usize,
+        /// Ask this instead of the recorded question.
+        #[arg(long)]
+        question: Option<String>,
+        /// Ask this model instead of the inventory's.
+        #[arg(long)]
+        model: Option<String>,
+        /// Ask the model even when the cache knows the answer.
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
     /// Manage the VLM verdict cache (the inventory's `vlm.cache`, or
     /// $XDG_CACHE_HOME/smoke/vlm-cache.jsonl).
@@ -449,7 +475,17 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
     match command {
-        Command::Run { scenario, os, vars, results, inventory, update_references, pause_on_failure, notify } => {
+        Command::Run {
+            scenario,
+            os,
+            vars,
+            results,
+            inventory,
+            update_references,
+            pause_on_failure,
+            notify,
+            no_cache,
+        } => {
             let update = match update_references {
                 None => UpdateReferences::None,
                 Some(UpdateMode::Missing) => UpdateReferences::Missing,
@@ -462,6 +498,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 inventory,
                 results_root: results,
                 update_references: update,
+                no_cache,
                 verbosity,
                 history_root: None,
                 pause_on_failure,
@@ -495,13 +532,26 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             if let Some(r) = report.results {
                 eprintln!("results: {}", smoke::project::display_path(&r));
             }
-            Ok(report.verdict.exit_code() as u8)
+            Ok(report.exit_code as u8)
         }
         Command::Validate { files, os, vars, inventory, plan } => {
             validate(&files, os.as_deref(), &vars, inventory.as_deref(), plan)
         }
         Command::Targets { inventory, json } => targets(inventory.as_deref(), json),
-        Command::Matrix { scenarios, os, family, tag, jobs, timeout, vars, results, inventory, emit, notify } => {
+        Command::Matrix {
+            scenarios,
+            os,
+            family,
+            tag,
+            jobs,
+            timeout,
+            vars,
+            results,
+            inventory,
+            emit,
+            notify,
+            no_cache,
+        } => {
             let cwd = std::env::current_dir().context("reading the current directory")?;
             let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
             let inv = match smoke::matrix::inventory(inventory.as_deref(), &root) {
@@ -538,6 +588,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 inventory,
                 vars,
                 update_references: UpdateReferences::None,
+                no_cache,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -592,6 +643,9 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
         }
         Command::History { results, drift, json } => history(&results, drift, json),
         Command::Cache { action, inventory } => cache(action, inventory.as_deref()),
+        Command::Replay { run, step, question, model, no_cache, inventory } => {
+            replay(&run, step, question, model, no_cache, inventory.as_deref())
+        }
         Command::Shell { os, inventory } => shell(os.as_deref(), inventory.as_deref()),
         Command::Doctor { os, inventory, processes, json } => {
             doctor(os.as_deref(), inventory.as_deref(), processes, json)
@@ -853,6 +907,7 @@ fn validate(
                             overrides: Vec::new(),
                             update_references: UpdateReferences::None,
                             secrets: SecretStore::new(t.secrets.clone()),
+                            vlm: inv.vlm.is_some(),
                         };
                         match plan::validate_routine(file, &opts, &mut sources) {
                             Ok(n) => Ok(format!("ok: {} (routine, {n} steps)", smoke::project::display_path(file))),
@@ -979,6 +1034,76 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
         }
         anyhow::Ok(status.and_then(|s| s.code()).unwrap_or(0) as u8)
     })
+}
+
+fn replay(
+    run: &Path,
+    step: usize,
+    question: Option<String>,
+    model: Option<String>,
+    no_cache: bool,
+    inventory: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
+    let mut sources = SourceMap::new();
+    let inv = match Inventory::locate(inventory, Some(&root), &mut sources) {
+        Ok(inv) => inv,
+        Err(d) => {
+            eprintln!("{}", d.render(&sources));
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    let Some(mut cfg) = inv.vlm else {
+        eprintln!("smoke: the inventory has no `vlm:` section to ask (see docs/VLM.md)");
+        return Ok(Verdict::Invalid.exit_code() as u8);
+    };
+    let recorded = match smoke::vlm::replay::recorded(run, step) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("smoke: {e}");
+            return Ok(Verdict::Invalid.exit_code() as u8);
+        }
+    };
+    if let Some(m) = model {
+        cfg.judge.model = m.clone();
+        if let Some(l) = cfg.locate.as_mut() {
+            l.model = m;
+        }
+    }
+    let secrets = smoke::secrets::SecretStore::default();
+    let vlm = smoke::vlm::Vlm::new(cfg, &secrets, !no_cache).context("setting up the vision-language model")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        for r in &recorded {
+            let q = question.clone().unwrap_or_else(|| r.question.clone());
+            println!("step {} {} ({}): {q}", r.step, r.purpose, smoke::project::display_path(&r.image_path));
+            println!("  then  {}: {}", r.model, one_line_answer(&r.answer));
+            let (answer, how) = if r.is_locate() {
+                let (located, a) = vlm.locate(&q, &r.image).await?;
+                let at = match located {
+                    Ok(l) => format!(" -> ({}, {})", l.point.x, l.point.y),
+                    Err(e) => format!(" -> {e}"),
+                };
+                (format!("{}{at}", one_line_answer(&a.answer)), (a.model, a.cached, a.latency_ms))
+            } else {
+                let a = vlm.judge(&q, &r.image, 0).await?;
+                let v = a.verdict.map(|v| format!(" [{v:?}]").to_lowercase()).unwrap_or_default();
+                (format!("{}{v}", one_line_answer(&a.answer)), (a.model, a.cached, a.latency_ms))
+            };
+            let when = if how.1 { "cache".to_string() } else { format!("{} ms", how.2) };
+            println!("  now   {}: {answer} ({when})", how.0);
+        }
+        anyhow::Ok(())
+    })?;
+    let spent = vlm.spent();
+    println!("{} call(s), {} from the cache", spent.calls, spent.cache_hits);
+    Ok(0)
+}
+
+fn one_line_answer(a: &str) -> String {
+    a.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
 }
 
 fn cache(action: CacheAction, inventory: Option<&Path>) -> anyhow::Result<u8> {

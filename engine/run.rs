@@ -45,12 +45,16 @@ pub struct RunRequest {
     pub history_root: Option<PathBuf>,
     /// Keep the target up after the first failed step until the user says go on.
     pub pause_on_failure: bool,
+    /// `--no-cache`: ask the model even when the cache knows the answer (and store nothing).
+    pub no_cache: bool,
 }
 
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunReport {
     pub verdict: Verdict,
+    /// The process exit code: the verdict's, or 4 when the VLM model is missing.
+    pub exit_code: i32,
     pub results: Option<PathBuf>,
     /// For invalid input: the rendered diagnostics.
     pub message: Option<String>,
@@ -62,6 +66,8 @@ pub struct Prepared {
     pub target: Target,
     pub secrets: SecretStore,
     pub sources: SourceMap,
+    /// The inventory's vision-language model, if it configures one.
+    pub vlm: Option<crate::vlm::config::VlmConfig>,
 }
 
 /// Load inventory, target and plan; all mistakes at once.
@@ -88,10 +94,15 @@ pub fn prepare(
         return Err((diags, sources));
     }
     let secrets = SecretStore::new(target.secrets.clone());
-    let opts =
-        PlanOptions { target: target_info(&target), overrides, update_references: update, secrets: secrets.clone() };
+    let opts = PlanOptions {
+        target: target_info(&target),
+        overrides,
+        update_references: update,
+        secrets: secrets.clone(),
+        vlm: inv.vlm.is_some(),
+    };
     let plan = plan::load(scenario, &opts, &mut sources).map_err(|d| (d, sources.clone()))?;
-    Ok(Prepared { plan, target, secrets, sources })
+    Ok(Prepared { plan, target, secrets, sources, vlm: inv.vlm.clone() })
 }
 
 /// What the plan needs to know about a target.
@@ -138,6 +149,7 @@ pub async fn run(req: RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport 
             Err((d, sources)) => {
                 return RunReport {
                     verdict: Verdict::Invalid,
+                    exit_code: Verdict::Invalid.exit_code(),
                     results: None,
                     message: Some(d.sorted().render(&sources)),
                 };
@@ -164,6 +176,7 @@ pub async fn run_with_sink(
         Err(e) => {
             return RunReport {
                 verdict: Verdict::Error,
+                exit_code: Verdict::Error.exit_code(),
                 results: None,
                 message: Some(format!("cannot create the results folder under {}: {e}", req.results_root.display())),
             };
@@ -185,17 +198,20 @@ pub async fn run_with_sink(
         steps: p.plan.steps.len() + p.plan.cleanup.len(),
         inputs: fingerprint(&p),
     });
-    let outcome = execute(&p, &results, &events, req, cancel).await;
-    let (verdict, counts, reason) = match outcome {
-        Ok(r) => (r.verdict, (r.passed, r.failed, r.errors, r.skipped), r.reason),
-        Err(message) => {
+    let outcome = match vlm_preflight(&p, req, &events).await {
+        Ok(vlm) => execute(&p, &results, &events, req, cancel, vlm).await.map_err(|m| (Verdict::Error.exit_code(), m)),
+        Err(e) => Err(e),
+    };
+    let (verdict, counts, reason, exit_code) = match outcome {
+        Ok(r) => (r.verdict, (r.passed, r.failed, r.errors, r.skipped), r.reason, r.verdict.exit_code()),
+        Err((code, message)) => {
             let skipped = p.plan.all_steps().count();
-            (Verdict::Error, (0, 0, 0, skipped), Some(message))
+            (Verdict::Error, (0, 0, 0, skipped), Some(message), code)
         }
     };
     events.emit(Event::RunFinished {
         verdict,
-        exit_code: verdict.exit_code(),
+        exit_code,
         duration_ms: start.elapsed().as_millis() as u64,
         passed: counts.0,
         failed: counts.1,
@@ -205,7 +221,43 @@ pub async fn run_with_sink(
     });
     write_reports(&results, &events);
     record_history(req.history_root.as_deref().unwrap_or(&req.results_root), &results, &events);
-    RunReport { verdict, results: Some(results.path.clone()), message: None }
+    RunReport { verdict, exit_code, results: Some(results.path.clone()), message: None }
+}
+
+/// Exit code of a run whose VLM model is not served by the endpoint.
+pub const EXIT_MODEL_MISSING: i32 = 4;
+
+/// Before the first step: when the plan asks a model, check that the endpoint
+/// answers and serves the configured models, and warm the judge up.
+async fn vlm_preflight(
+    p: &Prepared,
+    req: &RunRequest,
+    events: &EventLog,
+) -> Result<Option<Arc<crate::vlm::Vlm>>, (i32, String)> {
+    if !p.plan.all_steps().any(|s| crate::scenario::model::uses_vlm(&s.step)) {
+        return Ok(None);
+    }
+    let infra = Verdict::Error.exit_code();
+    // the plan refuses VLM steps without `vlm:`; this is a second line
+    let cfg = p
+        .vlm
+        .clone()
+        .ok_or((infra, "the scenario asks a vision-language model, but the inventory has no `vlm:`".to_string()))?;
+    let vlm = crate::vlm::Vlm::new(cfg, &p.secrets, !req.no_cache)
+        .map_err(|e| (infra, format!("vision-language model: {e}")))?;
+    match vlm.preflight().await {
+        Ok(pf) => {
+            events.emit(Event::VlmReady { endpoint: pf.endpoint, models: pf.models, warmup_ms: pf.warmup_ms });
+            Ok(Some(Arc::new(vlm)))
+        }
+        Err(e @ crate::vlm::VlmError::ModelMissing { .. }) => Err((
+            EXIT_MODEL_MISSING,
+            format!(
+                "vision-language model preflight: {e}; load the model on the server or change `vlm:` in the inventory"
+            ),
+        )),
+        Err(e) => Err((infra, format!("vision-language model preflight: {e}"))),
+    }
 }
 
 /// Fingerprint of what the run was made of: the scenario, routines and
@@ -281,6 +333,7 @@ async fn execute(
     events: &EventLog,
     req: &RunRequest,
     cancel: watch::Receiver<Cancel>,
+    vlm: Option<Arc<crate::vlm::Vlm>>,
 ) -> Result<crate::runner::RunResult, String> {
     let setup = Instant::now();
     let ctx = StartContext { logs: results.logs(), cwd: p.plan.project.root.clone(), secrets: p.secrets.clone() };
@@ -316,6 +369,7 @@ async fn execute(
             cancel,
             frame_index: Some(frame_index),
             pause,
+            vlm,
         });
         let result = runner.run().await;
         for r in runner.created_references() {

@@ -27,6 +27,7 @@ fn target(name: &str, family: &str, caps: Vec<&'static str>) -> PlanOptions {
         overrides: Vec::new(),
         update_references: UpdateReferences::None,
         secrets: SecretStore::default(),
+        vlm: false,
     }
 }
 

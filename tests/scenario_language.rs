@@ -51,6 +51,7 @@ fn opts() -> PlanOptions {
         overrides: Vec::new(),
         update_references: UpdateReferences::None,
         secrets: SecretStore::default(),
+        vlm: false,
     }
 }
 

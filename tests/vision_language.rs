@@ -24,6 +24,7 @@ fn opts() -> PlanOptions {
         overrides: Vec::new(),
         update_references: UpdateReferences::None,
         secrets: SecretStore::default(),
+        vlm: false,
     }
 }
 

@@ -250,3 +250,54 @@ fn a_missing_reference_fails_before_the_run_with_the_command_that_creates_it() {
     assert!(err.contains("needle 'nowhere' not found") && err.contains("needles.yaml:2:"), "{err}");
     assert!(err.contains("has no click point 'ok'") && err.contains("delete, cancel"), "{err}");
 }
+
+#[test]
+fn a_click_target_that_is_not_found_leaves_the_screen_and_a_heatmap_of_the_best_candidate() {
+    let _desktop = lock();
+    let project = dialog_project();
+    // The image reference: the dialog's text line as it reads in dialog_a.png.
+    let a = smoke::frame::Frame::load_png(&repo().join("tests/data/vision/dialog_a.png")).unwrap();
+    let line = a.crop(smoke::geometry::Rect::new(300, 220, 278, 36)).unwrap();
+    std::fs::create_dir_all(project.path().join("reference")).unwrap();
+    line.save_png(&project.path().join("reference/question.png")).unwrap();
+    // The similar dialog (one word differs) is on the screen, so neither the
+    // needle nor the image is found; each click leaves its evidence.
+    for (name, click) in
+        [("needle", "{needle: dialog, point: cancel}"), ("image", "{image: question, threshold: 0.99}")]
+    {
+        write(
+            &project.path().join(format!("scenarios/{name}.yaml")),
+            &format!(
+                r#"name: {name}
+steps:
+  - launch:
+      command: [xmessage, -geometry, +300+200, -buttons, "Delete,Cancel", "Delete the file report-2025.txt?"]
+      until: {{ocr: {{text: report-2025, region: [300, 200, 278, 93]}}}}
+  - click: {click}
+    timeout: 2s
+"#
+            ),
+        );
+        let results = project.path().join(format!("results-{name}"));
+        let (out, run) = run(project.path(), &format!("scenarios/{name}.yaml"), &results, &[]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let run = run.unwrap();
+        let (screenshot, diff, found) = events(&run)
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::Check { step: 2, passed: false, screenshot, diff, found, .. } => {
+                    Some((screenshot.clone(), diff.clone(), *found))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name}: no failed locate check"));
+        let shot = smoke::frame::Frame::load_png(&run.join(screenshot.expect("a screenshot"))).unwrap();
+        assert_eq!((shot.width(), shot.height()), (1280, 720));
+        // The heatmap compares the wanted pixels with the best candidate: the
+        // dialog's text line, found where the similar dialog shows it.
+        let heat = smoke::frame::Frame::load_png(&run.join(diff.expect("a heatmap"))).unwrap();
+        assert_eq!((heat.width(), heat.height()), (278, 36), "{name}");
+        let best = found.expect("the best candidate");
+        assert!(best.x.abs_diff(300) <= 2 && best.y.abs_diff(220) <= 2, "{name}: {best}");
+    }
+}

@@ -43,6 +43,8 @@ pub struct MatrixOptions {
     pub inventory: Option<PathBuf>,
     pub vars: Vec<String>,
     pub update_references: UpdateReferences,
+    /// `--no-cache`: every VLM question goes to the model.
+    pub no_cache: bool,
 }
 
 /// The outcome of one cell.
@@ -218,6 +220,7 @@ pub async fn run(
                 verbosity: crate::console::Verbosity::Quiet,
                 history_root: Some(opts.results_root.clone()),
                 pause_on_failure: false,
+                no_cache: opts.no_cache,
             };
             let t0 = Instant::now();
             let report = run::run_with_sink(p, &req, rx, Box::new(BarSink { bar: bar.clone(), total: 0 })).await;

@@ -270,6 +270,7 @@ fn render_step(body: &mut String, st: &Step, run_dir: &Path, run: &Value) {
         let _ = write!(body, "<div class=\"error-msg\">{}</div>", esc(e));
     }
     let mut shots: Vec<String> = Vec::new();
+    let mut vlm_images = BTreeSet::new();
     for e in &st.events {
         match s(e, "event") {
             "input" => {
@@ -306,6 +307,45 @@ fn render_step(body: &mut String, st: &Step, run_dir: &Path, run: &Value) {
                 );
             }
             "check" => render_check(body, e, st.number, run_dir, run),
+            "vlm" => {
+                let cached = e.get("cached").and_then(Value::as_bool).unwrap_or(false);
+                let how = if cached {
+                    "answered from the cache".to_string()
+                } else {
+                    let cost = e.get("cost").and_then(Value::as_f64).unwrap_or(0.0);
+                    format!(
+                        "{} ms, {} + {} tokens{}",
+                        n(e, "latency_ms").unwrap_or(0),
+                        n(e, "prompt_tokens").unwrap_or(0),
+                        n(e, "completion_tokens").unwrap_or(0),
+                        if cost > 0.0 { format!(", cost {cost:.4}") } else { String::new() }
+                    )
+                };
+                let outcome = match (e.get("verdict").and_then(Value::as_str), e.get("point")) {
+                    (Some(v), _) => format!(
+                        " <span class=\"badge {c}\">{v}</span>",
+                        c = if v == "yes" { "passed" } else { "failed" }
+                    ),
+                    (None, Some(p)) if !p.is_null() => format!(" &rarr; ({}, {})", p["x"], p["y"]),
+                    _ => String::new(),
+                };
+                let img = e
+                    .get("image_path")
+                    .and_then(Value::as_str)
+                    .filter(|p| vlm_images.insert(p.to_string()))
+                    .and_then(|p| embed_png(&run_dir.join(p)))
+                    .map(|uri| format!("<img class=\"zoom vlm-image\" alt=\"what the model saw\" src=\"{uri}\">"))
+                    .unwrap_or_default();
+                let _ = write!(
+                    body,
+                    "<div class=\"check vlm\"><div class=\"muted\">model {m} &middot; {p} &middot; {how}</div>\
+                     <div>Q: {q}</div><div>A: {a}{outcome}</div>{img}</div>",
+                    m = esc(s(e, "model")),
+                    p = esc(s(e, "purpose")),
+                    q = esc(s(e, "question")),
+                    a = esc(s(e, "answer")),
+                );
+            }
             "screenshot" => shots.push(s(e, "path").to_string()),
             _ => {}
         }

@@ -30,6 +30,25 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forensics: Vec<serde_json::Value>,
     pub warnings: Vec<String>,
+    /// What the vision-language model cost this run (absent when it was not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlm: Option<VlmTotals>,
+}
+
+/// Totals of the run's questions to the vision-language model.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VlmTotals {
+    /// Questions that reached the model.
+    pub calls: u64,
+    /// Questions answered from the cache (no call).
+    pub cached: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: f64,
+    /// Time spent waiting for the model.
+    pub latency_ms: u64,
+    /// Answers that were neither yes nor no (counted as no).
+    pub unparseable: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -55,6 +74,9 @@ pub struct StepSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_screenshot: Option<String>,
     pub checks: Vec<serde_json::Value>,
+    /// The step's questions to the vision-language model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vlm: Vec<serde_json::Value>,
     pub screenshots: Vec<String>,
     /// Recording frame index when the step started.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +111,7 @@ pub fn from_events(records: &[Record]) -> Summary {
         recording: None,
         forensics: Vec::new(),
         warnings: Vec::new(),
+        vlm: None,
     };
     for r in records {
         match &r.event {
@@ -116,6 +139,7 @@ pub fn from_events(records: &[Record]) -> Summary {
                     error: Some("the step did not finish".into()),
                     failure_screenshot: None,
                     checks: Vec::new(),
+                    vlm: Vec::new(),
                     screenshots: Vec::new(),
                     frame: *frame,
                 });
@@ -128,6 +152,27 @@ pub fn from_events(records: &[Record]) -> Summary {
                     if let Some(p) = screenshot {
                         x.screenshots.push(p.clone());
                     }
+                }
+            }
+            Event::Vlm { step, cached, prompt_tokens, completion_tokens, cost, latency_ms, verdict, .. } => {
+                let t = s.vlm.get_or_insert_with(VlmTotals::default);
+                if *cached {
+                    t.cached += 1;
+                } else {
+                    t.calls += 1;
+                }
+                t.prompt_tokens += prompt_tokens;
+                t.completion_tokens += completion_tokens;
+                t.cost += cost;
+                t.latency_ms += latency_ms;
+                t.unparseable += u64::from(verdict.as_deref() == Some("unparseable"));
+                if let (Some(x), Ok(mut v)) =
+                    (s.steps.iter_mut().find(|x| x.step == *step), serde_json::to_value(&r.event))
+                {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("event");
+                    }
+                    x.vlm.push(v);
                 }
             }
             Event::Screenshot { step, path, .. } => {
@@ -150,6 +195,7 @@ pub fn from_events(records: &[Record]) -> Summary {
                         error: None,
                         failure_screenshot: None,
                         checks: Vec::new(),
+                        vlm: Vec::new(),
                         screenshots: Vec::new(),
                         frame: None,
                     });

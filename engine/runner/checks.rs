@@ -10,7 +10,9 @@ use crate::frame::Frame;
 use crate::geometry::{Point, Rect};
 use crate::project::display_path;
 use crate::references::{Provenance, Sidecar};
-use crate::scenario::model::{Check, Expect, NeedleCheck, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch};
+use crate::scenario::model::{
+    Check, Expect, NeedleCheck, OcrCheck, Reference, SsimCheck, SsimWindowKind, TextMatch, VlmCheck,
+};
 use crate::scenario::plan::UpdateReferences;
 use crate::vision;
 use crate::vision::needle::{AreaKind, NeedleImage, NeedleMatch, NeedleOptions};
@@ -33,6 +35,9 @@ pub struct Evaluation {
     pub actual: Option<Frame>,
     /// The reference file an image check compared with.
     pub reference_path: Option<PathBuf>,
+    /// What the vision-language model was asked, and the image it was shown.
+    pub vlm: Vec<crate::vlm::Asked>,
+    pub vlm_image: Option<Frame>,
 }
 
 impl Evaluation {
@@ -48,6 +53,8 @@ impl Evaluation {
             scores: Vec::new(),
             actual: None,
             reference_path: None,
+            vlm: Vec::new(),
+            vlm_image: None,
         }
     }
 }
@@ -74,6 +81,10 @@ pub struct Checker {
     provenance: Provenance,
     /// References written by this run.
     pub created: Vec<PathBuf>,
+    /// The run's vision-language model (None: the inventory has none).
+    vlm: Option<std::sync::Arc<crate::vlm::Vlm>>,
+    /// Tells whether a question would carry a secret to the model.
+    redactor: crate::secrets::Redactor,
 }
 
 impl Checker {
@@ -85,7 +96,22 @@ impl Checker {
             update,
             provenance: Provenance::default(),
             created: Vec::new(),
+            vlm: None,
+            redactor: crate::secrets::Redactor::default(),
         }
+    }
+
+    /// Ask `vlm` the run's `vlm` checks; `redactor` knows the run's secrets.
+    pub fn set_vlm(&mut self, vlm: Option<std::sync::Arc<crate::vlm::Vlm>>, redactor: crate::secrets::Redactor) {
+        self.vlm = vlm;
+        self.redactor = redactor;
+    }
+
+    /// The run's model (checks and the runner's locate and guard steps share it).
+    pub fn vlm(&self) -> Result<std::sync::Arc<crate::vlm::Vlm>, CheckError> {
+        self.vlm.clone().ok_or_else(|| {
+            CheckError::Invalid("no vision-language model is configured (`vlm:` in the inventory)".into())
+        })
     }
 
     /// Where references written by this checker come from (recorded in their sidecars).
@@ -104,6 +130,7 @@ impl Checker {
             Check::Ocr(c) => self.ocr_check(c, frame).await?,
             Check::Ssim(c) => self.ssim_check(c, frame)?,
             Check::Needle(c) => self.needle_check(c, frame).await?,
+            Check::Vlm(c) => Box::pin(self.vlm_check(c, frame)).await?,
         };
         if expect.negate {
             e.passed = !e.passed;
@@ -112,6 +139,72 @@ impl Checker {
             // a heatmap is evidence of a failure only
             e.diff = None;
         }
+        Ok(e)
+    }
+
+    /// A yes/no question: cheaper deciders first, then the model (majority of
+    /// `consistent` samples, or the first yes with `accept_any`).
+    async fn vlm_check(&mut self, c: &VlmCheck, frame: &Frame) -> Result<Evaluation, CheckError> {
+        let mut deciders = Vec::new();
+        for d in &c.decide_first {
+            let got = self.evaluate(d, frame).await?;
+            if got.passed {
+                let mut e = Evaluation::new(true);
+                e.score = Some(1.0);
+                e.note = Some(format!("decided by {} without asking the model", d.check.describe()));
+                e.scores = got.scores.iter().map(|s| prefixed(d, s)).collect();
+                e.text = got.text;
+                e.found = got.found;
+                return Ok(e);
+            }
+            deciders.extend(got.scores.iter().map(|s| prefixed(d, s)));
+            deciders.push(score(format!("{} (undecided)", d.check.describe()), 0.0, None, false, None));
+        }
+        let vlm = self.vlm()?;
+        let region = checked_region(c.region, frame)?;
+        let image = match region {
+            Some(r) => frame.crop(r).ok_or_else(|| CheckError::Invalid(format!("region {r} is empty")))?,
+            None => frame.clone(),
+        };
+        // never carry a secret to the model: ask the secret-free variant instead
+        let question = match &c.without_secrets {
+            Some(alt) if self.redactor.redact(&c.question) != c.question => alt.clone(),
+            _ => c.question.clone(),
+        };
+        let n = c.consistent.max(1);
+        let (mut yes, mut asked) = (0u32, Vec::new());
+        for sample in 0..n {
+            let a = vlm.judge(&question, &image, sample).await.map_err(vlm_error)?;
+            let said_yes = a.verdict.is_some_and(|v| v.is_yes());
+            asked.push(a);
+            yes += u32::from(said_yes);
+            let left = n - sample - 1;
+            // stop as soon as the outcome cannot change
+            if (c.accept_any && said_yes) || (!c.accept_any && (yes * 2 > n || (yes + left) * 2 <= n)) {
+                break;
+            }
+        }
+        let passed = if c.accept_any { yes > 0 } else { yes * 2 > n };
+        let mut e = Evaluation::new(passed);
+        e.score = Some(f64::from(yes) / asked.len().max(1) as f64);
+        e.found = region;
+        let unparseable = asked.iter().filter(|a| a.verdict == Some(crate::vlm::answer::Verdict::Unparseable)).count();
+        let cached = asked.iter().filter(|a| a.cached).count();
+        e.note = Some(format!(
+            "{}: yes {yes} of {}{}{}",
+            asked.first().map(|a| a.model.as_str()).unwrap_or("model"),
+            asked.len(),
+            if cached > 0 { format!(", {cached} from the cache") } else { String::new() },
+            if unparseable > 0 { format!(", {unparseable} unparseable (counted as no)") } else { String::new() },
+        ));
+        e.text = asked.last().map(|a| a.answer.clone());
+        e.scores = deciders;
+        for (i, a) in asked.iter().enumerate() {
+            let v = a.verdict.is_some_and(|v| v.is_yes());
+            e.scores.push(score(format!("sample {}", i + 1), if v { 1.0 } else { 0.0 }, None, v, region));
+        }
+        e.vlm = asked;
+        e.vlm_image = Some(image);
         Ok(e)
     }
 
@@ -248,12 +341,7 @@ impl Checker {
             e.scores.push(score(name, a.score, Some(a.threshold), a.passed, Some(a.found)));
         }
         if !e.passed {
-            // the first failing match area against the best candidate's pixels
-            if let Some(a) = m.areas.iter().find(|a| a.kind == AreaKind::Match && !a.passed)
-                && let (Some(want), Some(got)) = (needle.image.crop(a.expected), frame.crop(a.found))
-            {
-                e.diff = Some(vision::diff::heatmap(&want, &got));
-            }
+            e.diff = needle_heatmap(needle, &m, frame);
         }
         e.reference_path = Some(path);
         Ok(e)
@@ -352,6 +440,20 @@ impl Checker {
         Ok((m.passed().then(|| m.displace(p, frame.bounds())), m))
     }
 
+    /// The heatmap of a needle that was not found, against its best candidate.
+    pub fn needle_diff(&mut self, needle: &Reference, m: &NeedleMatch, frame: &Frame) -> Option<Frame> {
+        let path = reference_path(needle).ok()?;
+        needle_heatmap(self.needle(&path).ok()?, m, frame)
+    }
+
+    /// The heatmap of a reference image against the screen's pixels at `at`
+    /// (its best candidate).
+    pub fn image_diff(&mut self, reference: &Reference, at: Rect, frame: &Frame) -> Option<Frame> {
+        let path = reference_path(reference).ok()?;
+        let want = self.load_reference(&path).ok()?;
+        Some(vision::diff::heatmap(&want, &frame.crop(at)?))
+    }
+
     /// Find a reference image on the screen: the best match, its score, and
     /// whether it counts as found at `threshold`.
     pub fn locate_image(
@@ -374,6 +476,24 @@ impl Checker {
             .map_err(|e| CheckError::Invalid(e.to_string()))?;
         Ok((m.rect, m.score, m.found))
     }
+}
+
+/// Where a needle that did not pass differs from its best candidate: the
+/// first failing match area against the screen's pixels there.
+fn needle_heatmap(needle: &NeedleImage, m: &NeedleMatch, frame: &Frame) -> Option<Frame> {
+    let a = m.areas.iter().find(|a| a.kind == AreaKind::Match && !a.passed)?;
+    let (want, got) = (needle.image.crop(a.expected)?, frame.crop(a.found)?);
+    Some(vision::diff::heatmap(&want, &got))
+}
+
+/// A decider's partial score, named after the decider.
+fn prefixed(d: &Expect, s: &CheckScore) -> CheckScore {
+    CheckScore { name: format!("{}: {}", d.check.kind(), s.name), ..s.clone() }
+}
+
+/// A failed model call: budgets and unreachable endpoints are infrastructure.
+pub fn vlm_error(e: crate::vlm::VlmError) -> CheckError {
+    CheckError::Infra(format!("vision-language model: {e}"))
 }
 
 fn reference_path(r: &Reference) -> Result<PathBuf, CheckError> {

@@ -26,7 +26,9 @@ use crate::frame::Frame;
 use crate::geometry::Point;
 use crate::results::{ResultsDir, annotate};
 use crate::rfb::RfbError;
-use crate::scenario::model::{Action, ChangeWait, Expect, LaunchAction, ShellAction, StillWait, TYPE_INTERVAL, Target};
+use crate::scenario::model::{
+    Action, ChangeWait, Expect, IfVisible, LaunchAction, ShellAction, StillWait, TYPE_INTERVAL, Target,
+};
 use crate::scenario::plan::{Plan, PlannedStep, UpdateReferences};
 use crate::vision::still::ChangeWatcher;
 use checks::{CheckError, Checker, Evaluation};
@@ -52,6 +54,10 @@ const POLL_GAP: Duration = Duration::from_millis(200);
 /// Between captures of `wait_still` / `wait_change` (cheap comparisons, no OCR).
 const SCREEN_POLL: Duration = Duration::from_millis(100);
 const KEY_GAP: Duration = Duration::from_millis(50);
+/// How often `click: {locate}` asks again after an unusable answer.
+const LOCATE_TRIES: u32 = 3;
+/// The crop `precheck_click` shows the model around the point.
+const PRECHECK_CROP: (u32, u32) = (240, 160);
 const TAIL: usize = 2000;
 /// After a launch: the screen must stay unchanged this long...
 const LAUNCH_SETTLE_QUIET: Duration = Duration::from_millis(400);
@@ -121,6 +127,8 @@ pub struct Runner<'a> {
     /// Cells seen blinking (a caret) by screen waits, with their two contents:
     /// later waits know them from their first frame.
     blinkers: Vec<(crate::geometry::Rect, Vec<u64>)>,
+    /// Images shown to the model, saved once each (hash -> results path).
+    vlm_images: std::collections::HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +156,8 @@ pub struct RunnerParts<'a> {
     pub frame_index: Option<FrameIndex<'a>>,
     /// Stop after the first failed step and wait for the person at the terminal.
     pub pause: Option<PauseOnFailure>,
+    /// The run's vision-language model (after its preflight).
+    pub vlm: Option<std::sync::Arc<crate::vlm::Vlm>>,
 }
 
 /// What `--pause-on-failure` prints while the target is kept up.
@@ -166,6 +176,7 @@ impl<'a> Runner<'a> {
             run: Some(crate::project::display_path(&p.results.path)),
             step: None,
         });
+        checker.set_vlm(p.vlm, p.events.redactor().clone());
         Runner {
             plan: p.plan,
             screen: p.screen,
@@ -178,6 +189,7 @@ impl<'a> Runner<'a> {
             interrupt_at: Cancel::Soft,
             pause: p.pause,
             blinkers: Vec::new(),
+            vlm_images: std::collections::HashMap::new(),
         }
     }
 
@@ -429,6 +441,7 @@ impl<'a> Runner<'a> {
         match &ps.step.action {
             Action::Verify | Action::WaitFor | Action::ScreenWait => Ok(()),
             Action::Wait(t) => self.sleep(*t).await,
+            Action::IfVisible(g) => self.guard(ps, g).await,
             Action::Key(combos) => Ok(self.screen.keys(n, combos, KEY_GAP).await?),
             Action::KeyHold(combo, hold) => Ok(self.screen.key_hold(n, combo, *hold).await?),
             Action::KeyDown(combos) => Ok(self.screen.key_down(n, combos).await?),
@@ -441,7 +454,12 @@ impl<'a> Runner<'a> {
                 Ok(self.screen.type_with(n, &t.text, TypeOptions { interval, confirm }).await?)
             }
             Action::Click(c) => {
-                let (at, mut frame) = self.locate(n, &c.target, budget).await?;
+                let (at, mut frame) = match &c.target {
+                    Target::Locate { description, region, offset } => {
+                        self.locate_vlm(n, description, *region, *offset, c.precheck).await?
+                    }
+                    t => self.locate(n, t, budget).await?,
+                };
                 annotate::mark_click(&mut frame, at);
                 let path = self.results.screenshot(n, "click");
                 if frame.save_png(&path).is_ok() {
@@ -724,7 +742,10 @@ impl<'a> Runner<'a> {
         loop {
             let frame = self.screen.capture().await?;
             polls += 1;
-            let (found, text, score, kind, desc) = match target {
+            let (found, best, text, score, kind, desc) = match target {
+                Target::Locate { description, region, offset } => {
+                    return self.locate_vlm(n, description, *region, *offset, false).await;
+                }
                 Target::At(p) => {
                     if p.x >= frame.width() || p.y >= frame.height() {
                         return Err(StepError::Failed(format!(
@@ -737,7 +758,7 @@ impl<'a> Runner<'a> {
                 }
                 Target::Text { query, region, offset } => {
                     let (found, text) = self.checker.locate_text(query, *region, &frame).await?;
-                    (found.map(|f| (f, *offset)), Some(text), None, "ocr", format!("locate text {query}"))
+                    (found.map(|f| (f, *offset)), None, Some(text), None, "ocr", format!("locate text {query}"))
                 }
                 Target::Needle { needle, point, threshold, region, offset } => {
                     let options = crate::vision::needle::NeedleOptions { threshold: *threshold, region: *region };
@@ -748,6 +769,13 @@ impl<'a> Runner<'a> {
                     };
                     let done = at.is_some() || start.elapsed() >= budget;
                     if done {
+                        let (screenshot, diff) = match at {
+                            Some(_) => (None, None),
+                            None => {
+                                let heat = self.checker.needle_diff(needle, &m, &frame);
+                                self.locate_evidence(n, &frame, *region, m.first_box(), heat)
+                            }
+                        };
                         let scores = m
                             .areas
                             .iter()
@@ -772,9 +800,9 @@ impl<'a> Runner<'a> {
                             region: *region,
                             polls,
                             elapsed_ms: start.elapsed().as_millis() as u64,
-                            screenshot: None,
+                            screenshot,
                             reference: needle.path.as_ref().map(|p| crate::project::display_path(p)),
-                            diff: None,
+                            diff,
                             note: Some(format!("offset ({}, {}): {}", m.offset.0, m.offset.1, m.describe())),
                             scores,
                             actual: None,
@@ -800,6 +828,7 @@ impl<'a> Runner<'a> {
                     let (rect, score, found) = self.checker.locate_image(reference, *region, *threshold, &frame)?;
                     (
                         found.then_some((rect, *offset)),
+                        Some(rect),
                         None,
                         Some(score),
                         "image",
@@ -809,6 +838,15 @@ impl<'a> Runner<'a> {
             };
             let done = found.is_some() || start.elapsed() >= budget;
             if done {
+                let (screenshot, diff) = match (found, target) {
+                    (Some(_), _) => (None, None),
+                    (None, Target::Image { reference, region, .. }) => {
+                        let heat = best.and_then(|b| self.checker.image_diff(reference, b, &frame));
+                        self.locate_evidence(n, &frame, *region, best, heat)
+                    }
+                    (None, Target::Text { region, .. }) => self.locate_evidence(n, &frame, *region, None, None),
+                    (None, _) => (None, None),
+                };
                 self.events.emit(Event::Check {
                     step: n,
                     kind: kind.into(),
@@ -818,13 +856,13 @@ impl<'a> Runner<'a> {
                     score,
                     threshold: None,
                     text: text.clone(),
-                    found: found.map(|(f, _)| f),
+                    found: found.map(|(f, _)| f).or(best),
                     region: None,
                     polls,
                     elapsed_ms: start.elapsed().as_millis() as u64,
-                    screenshot: None,
+                    screenshot,
                     reference: None,
-                    diff: None,
+                    diff,
                     note: None,
                     scores: score
                         .map(|s| crate::events::CheckScore {
@@ -858,6 +896,210 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// `if_visible`: ask the model; when it says yes, run the `then` steps.
+    /// Never fails the scenario: a sub-step that does not work is a warning
+    /// (only an exceeded VLM budget or Ctrl-C stop the run here).
+    async fn guard(&mut self, ps: &PlannedStep, g: &IfVisible) -> Result<(), StepError> {
+        let n = ps.number;
+        let vlm = self.checker.vlm()?;
+        let frame = self.screen.capture().await?;
+        region_on_screen(g.region, &frame)?;
+        let image = match g.region {
+            Some(r) => frame.crop(r).ok_or_else(|| StepError::Failed(format!("region {r} lies outside the screen")))?,
+            None => frame,
+        };
+        let asked = match vlm.judge(&g.question, &image, 0).await {
+            Ok(a) => a,
+            Err(e @ crate::vlm::VlmError::Budget(_)) => {
+                return Err(StepError::Infra(format!("vision-language model: {e}")));
+            }
+            Err(e) => {
+                self.events.emit(Event::Warning {
+                    message: format!("step {n}: if_visible could not ask the model ({e}); its steps did not run"),
+                });
+                return Ok(());
+            }
+        };
+        let yes = asked.verdict.is_some_and(|v| v.is_yes());
+        self.report_vlm(n, "guard", std::slice::from_ref(&asked), Some(&image), g.region, None);
+        if !yes {
+            return Ok(());
+        }
+        for (i, sub) in g.then.iter().enumerate() {
+            let label = sub.label.clone().unwrap_or_else(|| crate::scenario::model::default_label(sub));
+            let sp = PlannedStep {
+                number: n,
+                label: label.clone(),
+                step: sub.clone(),
+                calls: ps.calls.clone(),
+                cleanup: ps.cleanup,
+            };
+            match Box::pin(self.attempt(&sp, 1)).await.result {
+                Ok(()) => {}
+                Err(StepError::Cancelled) => return Err(StepError::Cancelled),
+                Err(StepError::Failed(m)) | Err(StepError::Infra(m)) => {
+                    self.events.emit(Event::Warning {
+                        message: format!(
+                            "step {n}: if_visible's step {} ({label}) did not work: {m}; a guard never fails the scenario",
+                            i + 1
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `click: {locate: DESCRIPTION}`: where the model points. An unusable
+    /// answer (no coordinates, off the screen, or refused by the precheck) is
+    /// asked again as a fresh sample, up to [`LOCATE_TRIES`] times.
+    async fn locate_vlm(
+        &mut self,
+        n: usize,
+        description: &str,
+        region: Option<crate::geometry::Rect>,
+        offset: (i32, i32),
+        precheck: bool,
+    ) -> Result<(Point, Frame), StepError> {
+        let vlm = self.checker.vlm()?;
+        let frame = self.screen.capture().await?;
+        region_on_screen(region, &frame)?;
+        let (origin, image) = match region {
+            Some(r) => (
+                (r.x, r.y),
+                frame.crop(r).ok_or_else(|| StepError::Failed(format!("region {r} lies outside the screen")))?,
+            ),
+            None => ((0, 0), frame.clone()),
+        };
+        let mut problems = Vec::new();
+        for sample in 0..LOCATE_TRIES {
+            let (located, asked) = vlm
+                .locate_sample(description, &image, sample)
+                .await
+                .map_err(|e| StepError::from(checks::vlm_error(e)))?;
+            let at = located.as_ref().ok().map(|l| {
+                let x = (i64::from(l.point.x + origin.0) + i64::from(offset.0)).clamp(0, i64::from(frame.width()) - 1);
+                let y = (i64::from(l.point.y + origin.1) + i64::from(offset.1)).clamp(0, i64::from(frame.height()) - 1);
+                Point::new(x as u32, y as u32)
+            });
+            self.report_vlm(n, "locate", std::slice::from_ref(&asked), Some(&image), region, at);
+            let Some(at) = at else {
+                problems.push(located.err().map(|e| e.to_string()).unwrap_or_default());
+                continue;
+            };
+            if precheck && !self.precheck(n, &vlm, description, &frame, at).await? {
+                problems.push(format!("the model pointed at {at}, but asked about that spot it said it is not there"));
+                continue;
+            }
+            return Ok((at, frame));
+        }
+        Err(StepError::Failed(format!(
+            "locate \"{description}\": no usable answer in {LOCATE_TRIES} tries: {}",
+            problems.join("; ")
+        )))
+    }
+
+    /// `precheck_click`: ask the judge about a crop around `at` with the point marked.
+    async fn precheck(
+        &mut self,
+        n: usize,
+        vlm: &crate::vlm::Vlm,
+        description: &str,
+        frame: &Frame,
+        at: Point,
+    ) -> Result<bool, StepError> {
+        let (w, h) = (PRECHECK_CROP.0.min(frame.width()), PRECHECK_CROP.1.min(frame.height()));
+        let x = at.x.saturating_sub(w / 2).min(frame.width() - w);
+        let y = at.y.saturating_sub(h / 2).min(frame.height() - h);
+        let area = crate::geometry::Rect::new(x, y, w, h);
+        let mut crop = frame.crop(area).ok_or_else(|| StepError::Infra(format!("cannot crop {area}")))?;
+        annotate::mark_click(&mut crop, Point::new(at.x - x, at.y - y));
+        let question = format!("The red cross marks where a click is about to land. Is the cross on {description}?");
+        let asked = vlm.judge(&question, &crop, 0).await.map_err(|e| StepError::from(checks::vlm_error(e)))?;
+        let yes = asked.verdict.is_some_and(|v| v.is_yes());
+        self.report_vlm(n, "precheck", std::slice::from_ref(&asked), Some(&crop), Some(area), Some(at));
+        Ok(yes)
+    }
+
+    /// One event per question to the model; the image it was shown is saved
+    /// once per run (for the report and `smoke replay`).
+    fn report_vlm(
+        &mut self,
+        n: usize,
+        purpose: &str,
+        asked: &[crate::vlm::Asked],
+        image: Option<&Frame>,
+        region: Option<crate::geometry::Rect>,
+        point: Option<Point>,
+    ) {
+        let image_path = match (image, asked.first()) {
+            (Some(img), Some(a)) => match self.vlm_images.get(&a.image) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    let path = self.results.screenshot(n, &format!("vlm-{}", &a.image[..a.image.len().min(12)]));
+                    img.save_png(&path).ok().map(|_| {
+                        let rel = self.results.relative(&path);
+                        self.vlm_images.insert(a.image.clone(), rel.clone());
+                        rel
+                    })
+                }
+            },
+            _ => None,
+        };
+        for a in asked {
+            self.events.emit(Event::Vlm {
+                step: n,
+                purpose: purpose.into(),
+                question: a.question.clone(),
+                model: a.model.clone(),
+                answer: a.answer.chars().take(2000).collect(),
+                verdict: a.verdict.map(|v| {
+                    match v {
+                        crate::vlm::answer::Verdict::Yes => "yes",
+                        crate::vlm::answer::Verdict::No => "no",
+                        crate::vlm::answer::Verdict::Unparseable => "unparseable",
+                    }
+                    .to_string()
+                }),
+                point,
+                cached: a.cached,
+                endpoint: a.endpoint.clone(),
+                latency_ms: a.latency_ms,
+                prompt_tokens: a.prompt_tokens,
+                completion_tokens: a.completion_tokens,
+                cost: a.cost,
+                image: a.image.clone(),
+                image_path: image_path.clone(),
+                region,
+            });
+        }
+    }
+
+    /// Evidence of a click target that was not found: the screen with the
+    /// search region and the best candidate outlined, and the heatmap of the
+    /// wanted pixels against that candidate.
+    fn locate_evidence(
+        &self,
+        n: usize,
+        frame: &Frame,
+        region: Option<crate::geometry::Rect>,
+        best: Option<crate::geometry::Rect>,
+        heat: Option<Frame>,
+    ) -> (Option<String>, Option<String>) {
+        let mut shot = frame.clone();
+        for r in region.into_iter().chain(best) {
+            annotate::mark_region(&mut shot, r);
+        }
+        let path = self.results.screenshot(n, "not-found");
+        let screenshot = shot.save_png(&path).ok().map(|_| self.results.relative(&path));
+        let diff = heat.and_then(|d| {
+            let p = self.results.screenshot(n, "diff");
+            d.save_png(&p).ok().map(|_| self.results.relative(&p))
+        });
+        (screenshot, diff)
+    }
+
     /// Poll expectations on fresh frames until all hold or `budget` runs out
     /// (a zero budget evaluates once). Returns whether they held and the frame
     /// they were last judged on; emits one event per check with its evidence.
@@ -881,7 +1123,15 @@ impl<'a> Runner<'a> {
                 for e in expects {
                     evals.push(self.checker.evaluate(e, &frame).await?);
                 }
-                last = Some((frame, evals));
+                // every question to the model is on record, also those of
+                // polls whose verdict is superseded (they cost the same)
+                if let Some((_, old)) = last.replace((frame, evals)) {
+                    for (e, ev) in expects.iter().zip(&old) {
+                        if !ev.vlm.is_empty() {
+                            self.report_vlm(n, "check", &ev.vlm, ev.vlm_image.as_ref(), e.check.region(), None);
+                        }
+                    }
+                }
             }
             polls += 1;
             let all = last.as_ref().is_some_and(|(_, ev)| ev.iter().all(|e| e.passed));
@@ -896,7 +1146,7 @@ impl<'a> Runner<'a> {
 
     #[allow(clippy::too_many_arguments)]
     fn report_checks(
-        &self,
+        &mut self,
         n: usize,
         expects: &[Expect],
         evals: &[Evaluation],
@@ -915,6 +1165,9 @@ impl<'a> Runner<'a> {
         let path = self.results.screenshot(n, what);
         let screenshot = shot.save_png(&path).ok().map(|_| self.results.relative(&path));
         for (e, ev) in expects.iter().zip(evals) {
+            if !ev.vlm.is_empty() {
+                self.report_vlm(n, "check", &ev.vlm, ev.vlm_image.as_ref(), e.check.region(), None);
+            }
             let diff = ev.diff.as_ref().and_then(|d| {
                 let p = self.results.screenshot(n, "diff");
                 d.save_png(&p).ok().map(|_| self.results.relative(&p))

@@ -49,6 +49,10 @@ pub const ACTIONS: &[(&str, &str)] = &[
     ("verify", "A check (or list of checks) that must hold; polled until the timeout."),
     ("verify_not", "A check (or list of checks) that must NOT hold; polled until the timeout."),
     ("screenshot", "Save a screenshot (optionally of a region) into the results."),
+    (
+        "if_visible",
+        "Ask the vision-language model a yes/no question; when yes, run the steps under `then` (a guard for dialogs that may or may not appear). Never fails the scenario.",
+    ),
     ("routine", "Call a routine from routines/ with inputs given in `with`."),
 ];
 
@@ -58,6 +62,15 @@ pub const MODIFIERS: &[(&str, &str)] = &[
     ("timeout", "Budget for the step's polling (checks, launch wait); default from `defaults.timeout`."),
     ("retries", "How often to retry a failed step; a retry first re-checks the step's verify (never types twice)."),
     ("with", "Inputs of a routine call."),
+    ("then", "The steps an `if_visible` guard runs when the model answers yes."),
+    (
+        "verify_input",
+        "After `type`: ask the vision-language model whether the typed text landed in this field (e.g. \"the Username field\").",
+    ),
+    (
+        "precheck_click",
+        "With `click: {locate: ...}`: before clicking, ask the model about a crop around the point whether it is the described element.",
+    ),
 ];
 
 pub const SHELL_KEYS: &[&str] = &["command", "exit", "file", "save"];
@@ -84,13 +97,17 @@ pub const TARGET_KEYS: &[&str] = &[
     "double",
     "path",
     "duration",
+    "locate",
 ];
 pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
 pub const CHECK_KINDS: &[(&str, &str)] = &[
     ("ocr", "Text read by OCR (tesseract): substring or regex, optionally in a region."),
     ("ssim", "Structural similarity of the screen (or a region) to a reference image."),
     ("needle", "A needle (PNG + JSON areas) found on screen: every match area, exclusions, OCR areas."),
+    ("vlm", "A yes/no question a vision-language model answers about the screen (or a region); the last, cached tier."),
 ];
+pub const VLM_KEYS: &[&str] = &["question", "region", "accept_any", "consistent", "decide_first"];
+pub const IF_VISIBLE_KEYS: &[&str] = &["question", "region"];
 pub const OCR_KEYS: &[&str] = &["text", "regex", "case_sensitive", "max_distance", "variants", "region"];
 pub const SSIM_KEYS: &[&str] = &["reference", "region", "mask", "threshold", "window", "colour", "regions"];
 pub const SSIM_REGION_KEYS: &[&str] = &["region", "threshold", "name"];
@@ -151,6 +168,8 @@ pub enum Action {
     Drag(DragAction),
     Scroll(ScrollAction),
     Wait(Duration),
+    /// Ask the model; run the sub-steps when it says yes.
+    IfVisible(IfVisible),
     /// Poll the step's expectations until they hold (a synchronisation point).
     WaitFor,
     /// Only the step's `wait_still` / `wait_change`.
@@ -174,12 +193,22 @@ impl Action {
             Action::Drag(_) => "drag",
             Action::Scroll(_) => "scroll",
             Action::Wait(_) => "wait",
+            Action::IfVisible(_) => "if_visible",
             Action::WaitFor => "wait_for",
             Action::ScreenWait => "screen_wait",
             Action::Verify => "verify",
             Action::Screenshot(_) => "screenshot",
         }
     }
+}
+
+/// `if_visible: QUESTION` + `then: [steps]`: a guard that never fails the scenario.
+#[derive(Debug, Clone)]
+pub struct IfVisible {
+    pub question: String,
+    /// Ask about this part of the screen only.
+    pub region: Option<Rect>,
+    pub then: Vec<Step>,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +322,8 @@ pub struct ClickAction {
     pub target: Target,
     pub button: Button,
     pub double: bool,
+    /// `precheck_click: true` (locate targets): ask about a crop around the point first.
+    pub precheck: bool,
 }
 
 /// Where on the screen a click or move goes.
@@ -320,6 +351,12 @@ pub enum Target {
         region: Option<Rect>,
         offset: (i32, i32),
     },
+    /// Where the vision-language model points for a description (grounding).
+    Locate {
+        description: String,
+        region: Option<Rect>,
+        offset: (i32, i32),
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +378,7 @@ pub enum Check {
     Ocr(OcrCheck),
     Ssim(SsimCheck),
     Needle(NeedleCheck),
+    Vlm(VlmCheck),
 }
 
 impl Check {
@@ -349,6 +387,7 @@ impl Check {
             Check::Ocr(_) => "ocr",
             Check::Ssim(_) => "ssim",
             Check::Needle(_) => "needle",
+            Check::Vlm(_) => "vlm",
         }
     }
 
@@ -357,6 +396,7 @@ impl Check {
             Check::Ocr(c) => c.region,
             Check::Ssim(c) => c.region,
             Check::Needle(c) => c.region,
+            Check::Vlm(c) => c.region,
         }
     }
 
@@ -372,8 +412,41 @@ impl Check {
                 c.threshold
             ),
             Check::Needle(c) => format!("needle {}{region}", c.needle.name),
+            Check::Vlm(c) => format!("vlm \"{}\"{region}", c.question),
         }
     }
+}
+
+/// A yes/no question for the vision-language model.
+#[derive(Debug, Clone)]
+pub struct VlmCheck {
+    pub question: String,
+    /// Crop the screen to this region before asking.
+    pub region: Option<Rect>,
+    /// Pass on the first yes among the samples.
+    pub accept_any: bool,
+    /// Ask this many independent samples; the majority decides (1: one question).
+    pub consistent: u32,
+    /// Cheaper checks tried first: when one of them holds, the answer is yes
+    /// without asking the model.
+    pub decide_first: Vec<Expect>,
+    /// The question to ask instead when `question` would carry a secret to
+    /// the model (`verify_input` after typing a password).
+    pub without_secrets: Option<String>,
+}
+
+/// Does this step ask the vision-language model anything?
+pub fn uses_vlm(step: &Step) -> bool {
+    let check = |e: &Expect| matches!(e.check, Check::Vlm(_));
+    step.expect.iter().any(check)
+        || match &step.action {
+            Action::Launch(l) => l.until.as_ref().is_some_and(check),
+            Action::Click(ClickAction { target: Target::Locate { .. }, .. }) | Action::Move(Target::Locate { .. }) => {
+                true
+            }
+            Action::IfVisible(_) => true,
+            _ => false,
+        }
 }
 
 /// Text to find: a substring (whitespace-normalised) or a regular expression.
@@ -625,6 +698,19 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
     }
     let wait_change = m.get("wait_change").and_then(|n| change_wait(n, diags));
     let wait_still = m.get("wait_still").and_then(|n| still_wait(n, diags));
+    for (key, belongs) in [("then", "if_visible"), ("verify_input", "type"), ("precheck_click", "click")] {
+        if kind != belongs
+            && let Some(e) = m.entry(key)
+        {
+            diags.push(
+                Diagnostic::new(
+                    &e.key_span,
+                    format!("'{key}' belongs to a '{belongs}' step, and this is a '{kind}' step"),
+                )
+                .with_help(format!("move it into a '{belongs}' step or remove it")),
+            );
+        }
+    }
     let body = m.get(&kind);
     let action = match kind.as_str() {
         "verify" => Some(Action::Verify),
@@ -634,11 +720,30 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
         "key" => body.and_then(|n| key_step(n, diags)),
         "key_down" => body.and_then(|n| keys(n, diags)).map(Action::KeyDown),
         "key_up" => body.and_then(|n| keys(n, diags)).map(Action::KeyUp),
-        "type" => body.and_then(|n| type_text(n, diags)).map(Action::Type),
-        "click" => body.and_then(|n| click(n, defaults, diags)).map(Action::Click),
         "move" => body.and_then(|n| move_step(n, defaults, diags)),
         "drag" => body.and_then(|n| drag(n, defaults, diags)).map(Action::Drag),
         "scroll" => body.and_then(|n| scroll(n, defaults, diags)).map(Action::Scroll),
+        "type" => body.and_then(|n| type_text(n, diags)).map(|t| {
+            if let Some(field) = m.get("verify_input") {
+                expect.extend(verify_input(field, &t.text, diags));
+            }
+            Action::Type(t)
+        }),
+        "click" => body.and_then(|n| click(n, defaults, diags)).map(|mut c| {
+            if let Some(n) = m.get("precheck_click") {
+                c.precheck = decode::boolean(n, "precheck_click", diags).unwrap_or(false);
+                if c.precheck && !matches!(c.target, Target::Locate { .. }) {
+                    diags.push(
+                        Diagnostic::new(&n.span, "precheck_click asks the model about a located element")
+                            .with_help("use it with `click: {locate: \"...\"}`"),
+                    );
+                }
+            }
+            Action::Click(c)
+        }),
+        "if_visible" => {
+            body.and_then(|n| if_visible(n, m.get("then"), &node.span, defaults, diags)).map(Action::IfVisible)
+        }
         "wait" => body.and_then(|n| decode::duration(n, "wait", diags)).map(Action::Wait),
         "wait_for" => body.map(|n| {
             expect.splice(0..0, expectations(n, false, defaults, diags));
@@ -962,7 +1067,80 @@ fn click(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<Cl
         }
     }
     let (target, button, double) = target(node, "click target", defaults, diags)?;
-    Some(ClickAction { target, button, double })
+    Some(ClickAction { target, button, double, precheck: false })
+}
+
+/// `if_visible: QUESTION` (or `{question, region}`) with its `then:` steps.
+fn if_visible(
+    node: &Node,
+    then: Option<&Node>,
+    step: &Span,
+    defaults: &Defaults,
+    diags: &mut Diagnostics,
+) -> Option<IfVisible> {
+    let (question, region) = match &node.value {
+        Value::Map(_) => {
+            let m = MapReader::new(node, "if_visible", IF_VISIBLE_KEYS, diags)?;
+            let q = m.required("question", diags).and_then(|n| question(n, diags));
+            (q, m.get("region").and_then(|n| decode::rect(n, "region", diags)))
+        }
+        _ => (question(node, diags), None),
+    };
+    let Some(then) = then else {
+        diags.push(
+            Diagnostic::new(step, "if_visible needs the steps to run when the answer is yes")
+                .with_help("add `then:` with a list of steps, e.g. `then: [{click: {text: Close}}]`"),
+        );
+        return None;
+    };
+    let items = decode::list(then, "then", false, diags)?;
+    if items.is_empty() {
+        diags.push(Diagnostic::new(&then.span, "an empty `then:` does nothing").with_help("give it steps"));
+    }
+    let mut steps = Vec::new();
+    for n in items {
+        if n.get("routine").is_some() {
+            diags.push(
+                Diagnostic::new(&n.span, "a routine call cannot run inside `then:`")
+                    .with_help("write the steps here, or make the guard the routine's first step"),
+            );
+            continue;
+        }
+        if n.get("if_visible").is_some() {
+            diags.push(Diagnostic::new(&n.span, "guards do not nest").with_help("give each guard its own step"));
+            continue;
+        }
+        if let Some(st) = decode_step(n, defaults, diags) {
+            steps.push(st);
+        }
+    }
+    Some(IfVisible { question: question?, region, then: steps })
+}
+
+/// A question for the model: a non-empty line of text.
+fn question(node: &Node, diags: &mut Diagnostics) -> Option<String> {
+    let q = decode::non_empty(node, "question", diags)?;
+    Some(q.trim().to_string())
+}
+
+/// `verify_input: FIELD` on a `type` step: a VLM check that the text landed there.
+fn verify_input(node: &Node, text: &str, diags: &mut Diagnostics) -> Option<Expect> {
+    let field = question(node, diags)?;
+    let shown = text.trim_end_matches(['\n', '\r']);
+    Some(Expect {
+        check: Check::Vlm(VlmCheck {
+            question: format!("Does {field} contain the text \"{shown}\" (typed into it, not elsewhere)?"),
+            region: None,
+            accept_any: false,
+            consistent: 1,
+            decide_first: Vec::new(),
+            without_secrets: Some(format!(
+                "Has text been typed into {field} (it may show as dots or asterisks), and is the rest of the form unchanged?"
+            )),
+        }),
+        negate: false,
+        span: node.span.clone(),
+    })
 }
 
 /// A click or move target with its button options.
@@ -1010,7 +1188,8 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
             }
         },
     };
-    let kinds: Vec<&str> = ["x", "at", "text", "regex", "image", "needle"].into_iter().filter(|k| m.has(k)).collect();
+    let kinds: Vec<&str> =
+        ["x", "at", "text", "regex", "image", "needle", "locate"].into_iter().filter(|k| m.has(k)).collect();
     let target = match kinds.as_slice() {
         ["x"] => {
             let y = m.required("y", diags);
@@ -1023,6 +1202,11 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
         }
         ["at"] => m.get("at").and_then(|n| decode::point(n, "at", diags)).map(Target::At),
         ["text"] | ["regex"] => text_match(&m, diags).map(|query| Target::Text { query, region, offset }),
+        ["locate"] => m.get("locate").and_then(|n| question(n, diags)).map(|description| Target::Locate {
+            description,
+            region,
+            offset,
+        }),
         ["needle"] => {
             let n = m.get("needle")?;
             let name = decode::non_empty(n, "needle", diags);
@@ -1051,7 +1235,7 @@ fn target(node: &Node, what: &str, defaults: &Defaults, diags: &mut Diagnostics)
         }
         [] => {
             diags.push(
-                Diagnostic::new(&node.span, format!("{what} needs a place: x/y, at, text, regex, image or needle"))
+                Diagnostic::new(&node.span, format!("{what} needs a place: x/y, at, text, regex, image, needle or locate"))
                     .with_help("e.g. `click: [100, 200]`, `click: {text: \"OK\"}`, `click: {image: ok.png}` or `click: {needle: ok_dialog, point: ok}`"),
             );
             None
@@ -1180,6 +1364,7 @@ pub fn expectation(node: &Node, negate: bool, defaults: &Defaults, diags: &mut D
     let check = match present.as_slice() {
         ["ocr"] => ocr(m.get("ocr")?, diags).map(Check::Ocr),
         ["needle"] => needle(m.get("needle")?, diags).map(Check::Needle),
+        ["vlm"] => vlm_check(m.get("vlm")?, defaults, diags).map(Check::Vlm),
         [_] => ssim(m.get("ssim")?, defaults, diags).map(Check::Ssim),
         [] => {
             if m.entries().is_empty() {
@@ -1196,6 +1381,51 @@ pub fn expectation(node: &Node, negate: bool, defaults: &Defaults, diags: &mut D
         }
     }?;
     Some(Expect { check, negate, span: node.span.clone() })
+}
+
+/// `vlm: QUESTION` or `{question, region, accept_any, consistent, decide_first}`.
+fn vlm_check(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) -> Option<VlmCheck> {
+    if !matches!(node.value, Value::Map(_)) {
+        let q = question(node, diags)?;
+        return Some(VlmCheck {
+            question: q,
+            region: None,
+            accept_any: false,
+            consistent: 1,
+            decide_first: Vec::new(),
+            without_secrets: None,
+        });
+    }
+    let m = MapReader::new(node, "a vlm check", VLM_KEYS, diags)?;
+    let before = diags.len();
+    let q = m.required("question", diags).and_then(|n| question(n, diags));
+    let region = m.get("region").and_then(|n| decode::rect(n, "region", diags));
+    let accept_any = m.get("accept_any").and_then(|n| decode::boolean(n, "accept_any", diags)).unwrap_or(false);
+    let consistent =
+        m.get("consistent").and_then(|n| decode::integer(n, "consistent", 1, 15, diags)).unwrap_or(1) as u32;
+    if let (Some(n), false, true) = (m.get("consistent"), accept_any, consistent.is_multiple_of(2)) {
+        diags.push(
+            Diagnostic::new(&n.span, format!("consistent: {consistent} can tie"))
+                .with_help("use an odd number of samples for a majority (3, 5), or set accept_any"),
+        );
+    }
+    let mut decide_first = Vec::new();
+    if let Some(n) = m.get("decide_first") {
+        for e in expectations(n, false, defaults, diags) {
+            if matches!(e.check, Check::Vlm(_)) {
+                diags.push(Diagnostic::new(
+                    &e.span,
+                    "decide_first names cheaper checks (ocr, needle, ssim), not another vlm",
+                ));
+                continue;
+            }
+            decide_first.push(e);
+        }
+    }
+    if diags.len() > before {
+        return None;
+    }
+    Some(VlmCheck { question: q?, region, accept_any, consistent, decide_first, without_secrets: None })
 }
 
 fn ocr(node: &Node, diags: &mut Diagnostics) -> Option<OcrCheck> {
@@ -1353,9 +1583,7 @@ pub fn references(step: &Step) -> Vec<&Reference> {
         _ => None,
     });
     for e in checks {
-        if let Check::Ssim(c) = &e.check {
-            out.push(&c.reference);
-        }
+        expect_references(e, &mut out);
     }
     match &step.action {
         Action::Click(ClickAction { target: Target::Image { reference, .. }, .. })
@@ -1369,9 +1597,18 @@ pub fn references(step: &Step) -> Vec<&Reference> {
                 }
             }
         }
+        Action::IfVisible(g) => out.extend(g.then.iter().flat_map(references)),
         _ => {}
     }
     out
+}
+
+fn expect_references<'a>(e: &'a Expect, out: &mut Vec<&'a Reference>) {
+    match &e.check {
+        Check::Ssim(c) => out.push(&c.reference),
+        Check::Vlm(v) => v.decide_first.iter().for_each(|d| expect_references(d, out)),
+        _ => {}
+    }
 }
 
 /// A generated label for a step without one, e.g. `type "12+30="`.
@@ -1406,6 +1643,7 @@ pub fn default_label(step: &Step) -> String {
         )
         .to_lowercase(),
         Action::Wait(d) => format!("wait {}ms", d.as_millis()),
+        Action::IfVisible(g) => format!("if visible: {}", short(&g.question)),
         Action::WaitFor => format!("wait for {}", checks()),
         Action::ScreenWait => match (&step.wait_change, &step.wait_still) {
             (Some(_), Some(s)) => format!("wait for a change, then {}ms still", s.quiet.as_millis()),
@@ -1427,5 +1665,6 @@ pub fn describe_target(t: &Target) -> String {
             Some(p) => format!("needle {} point {p}", needle.name),
             None => format!("needle {}", needle.name),
         },
+        Target::Locate { description, .. } => format!("located \"{description}\""),
     }
 }

@@ -70,6 +70,8 @@ pub struct PlanOptions {
     pub overrides: Vec<(String, Node)>,
     pub update_references: UpdateReferences,
     pub secrets: SecretStore,
+    /// The inventory configures a vision-language model (`vlm:`).
+    pub vlm: bool,
 }
 
 /// A routine call on the way to a step.
@@ -630,6 +632,17 @@ impl<'o> Builder<'o> {
     }
 
     fn check_capabilities(&mut self, step: &Step) {
+        if !self.opts.vlm && model::uses_vlm(step) {
+            self.diags.push(
+                Diagnostic::new(&step.span, "this step asks a vision-language model, but the inventory has no `vlm:` section")
+                    .with_help("add `vlm: {endpoints: [http://HOST:PORT/v1], judge: {model: NAME}}` to the inventory (see docs/VLM.md), or use an ocr, needle or ssim check"),
+            );
+        }
+        if let Action::IfVisible(g) = &step.action {
+            for s in &g.then {
+                self.check_capabilities(s);
+            }
+        }
         let needs = match &step.action {
             Action::Shell(_) => Some("shell"),
             Action::Launch(_) => Some("launch"),
@@ -647,15 +660,28 @@ impl<'o> Builder<'o> {
     }
 
     fn resolve_references(&mut self, step: &mut Step) {
+        if let Action::IfVisible(g) = &mut step.action {
+            for s in g.then.iter_mut() {
+                self.resolve_references(s);
+            }
+        }
         let mut refs: Vec<&mut Reference> = Vec::new();
         // needles with the click point they must have (if named)
         let mut needles: Vec<(&mut Reference, Option<Option<String>>)> = Vec::new();
-        for e in step.expect.iter_mut() {
+        fn collect<'a>(
+            e: &'a mut model::Expect,
+            refs: &mut Vec<&'a mut Reference>,
+            needles: &mut Vec<(&'a mut Reference, Option<Option<String>>)>,
+        ) {
             match &mut e.check {
                 model::Check::Ssim(s) => refs.push(&mut s.reference),
                 model::Check::Needle(n) => needles.push((&mut n.needle, None)),
+                model::Check::Vlm(v) => v.decide_first.iter_mut().for_each(|d| collect(d, refs, needles)),
                 model::Check::Ocr(_) => {}
             }
+        }
+        for e in step.expect.iter_mut() {
+            collect(e, &mut refs, &mut needles);
         }
         match &mut step.action {
             Action::Click(c) => match &mut c.target {
@@ -684,11 +710,11 @@ impl<'o> Builder<'o> {
                     }
                 }
             }
-            Action::Launch(l) => match &mut l.until {
-                Some(model::Expect { check: model::Check::Ssim(s), .. }) => refs.push(&mut s.reference),
-                Some(model::Expect { check: model::Check::Needle(n), .. }) => needles.push((&mut n.needle, None)),
-                _ => {}
-            },
+            Action::Launch(l) => {
+                if let Some(e) = &mut l.until {
+                    collect(e, &mut refs, &mut needles);
+                }
+            }
             _ => {}
         }
         for r in refs {

@@ -78,6 +78,13 @@ fn defs() -> Value {
                 "name": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]})
             }
             "routine" => json!({"type": "string", "pattern": "^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"}),
+            "if_visible" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "question": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["question"]}]})
+            }
+            "then" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
+            "verify_input" => json!({"type": "string"}),
+            "precheck_click" => json!({"type": "boolean"}),
             "label" => json!({"type": "string"}),
             "retries" => json!({"type": "integer", "minimum": 0, "maximum": 100}),
             "with" => json!({"type": "object"}),
@@ -117,6 +124,15 @@ fn defs() -> Value {
                 "name": {"type": "string", "description": "NAME.json + NAME.png under needles/<scenario>/<os>/ (or the fallbacks)."},
                 "threshold": {"type": "number", "minimum": 0, "maximum": 1, "description": "ZNCC threshold for every match area."},
                 "region": {"$ref": "#/$defs/rect"}}, "required": ["name"]}]})
+            }
+            "vlm" => {
+                json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
+                "question": {"type": "string", "description": "A yes/no question about the screen."},
+                "region": {"$ref": "#/$defs/rect"},
+                "accept_any": {"type": "boolean", "description": "Pass on the first yes among the samples."},
+                "consistent": {"type": "integer", "minimum": 1, "maximum": 15, "description": "Ask this many samples; the majority decides."},
+                "decide_first": {"$ref": "#/$defs/checks", "description": "Cheaper checks (ocr, needle, ssim): when one holds, the answer is yes without asking the model."}},
+                "required": ["question"]}]})
             }
             _ => json!({}),
         };
@@ -166,6 +182,9 @@ fn defs() -> Value {
             }
             "duration" => {
                 json!({"$ref": "#/$defs/duration", "description": "Move steps: time the move takes (default 300ms once path is given)."})
+            }
+            "locate" => {
+                json!({"type": "string", "description": "A description the vision-language model finds on the screen (grounding)."})
             }
             _ => json!({}),
         };

@@ -9,12 +9,14 @@
 //! - [`answer`]: strip reasoning, the yes/no rule, coordinates in many formats.
 //! - [`cache`]: persistent verdicts keyed by (image, prompt, model).
 //! - [`budget`]: per-run limits on calls, tokens and cost.
+//! - [`replay`]: the questions of a past run, for `smoke replay`.
 
 pub mod answer;
 pub mod budget;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod replay;
 
 use serde::Serialize;
 
@@ -195,9 +197,21 @@ impl Vlm {
         description: &str,
         frame: &Frame,
     ) -> Result<(Result<Located, LocateError>, Asked), VlmError> {
+        self.locate_sample(description, frame, 0).await
+    }
+
+    /// [`Vlm::locate`] as an independent sample (`sample` > 0: sampled with
+    /// temperature, cached under its own key), for retrying an unusable answer.
+    pub async fn locate_sample(
+        &self,
+        description: &str,
+        frame: &Frame,
+        sample: u32,
+    ) -> Result<(Result<Located, LocateError>, Asked), VlmError> {
         let model = self.cfg.locate.clone().unwrap_or_else(|| self.cfg.judge.clone());
         let prompt = locate_prompt(description, frame.width(), frame.height());
-        let a = self.ask(&model, &prompt, description, frame, 0, 0.0).await?;
+        let temperature = if sample == 0 { 0.0 } else { 0.7 };
+        let a = self.ask(&model, &prompt, description, frame, sample, temperature).await?;
         let located = answer::locate(&a.answer, model.grid, frame.width(), frame.height());
         Ok((located, a))
     }
