@@ -250,6 +250,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct VncConnArgs {
+    /// Connect to this Unix socket; it takes the place of ADDRESS (same as unix:PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    unix: Option<PathBuf>,
     /// Read the password from this environment variable.
     #[arg(long, global = true, value_name = "VAR")]
     password_env: Option<String>,
@@ -280,7 +283,7 @@ enum VncVerb {
         #[arg(long, value_parser = parse_duration)]
         hold: Option<std::time::Duration>,
     },
-    /// Type text (\n in TEXT is typed as Enter only when given as a real newline).
+    /// Type TEXT (a newline in it presses Enter).
     Type {
         address: String,
         text: String,
@@ -443,7 +446,7 @@ enum SchemaKind {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(unix_option_as_address(std::env::args_os().collect()));
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (_, 0) | (_, 1) => "warn",
@@ -730,6 +733,60 @@ fn image(command: ImageCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// `smoke vnc VERB --unix PATH ...` is `smoke vnc VERB unix:PATH ...`: the
+/// socket takes the place of the ADDRESS argument.
+fn unix_option_as_address(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const VERBS: &[&str] = &["capture", "key", "type", "click", "move"];
+    const WITH_VALUE: &[&str] = &[
+        "--password-env",
+        "--password-file",
+        "--layout",
+        "--encodings",
+        "--timeout",
+        "--unix",
+        "--hold",
+        "--interval",
+        "--confirm",
+        "--button",
+        "--path",
+        "--duration",
+    ];
+    let Some(vnc) = args.iter().position(|a| a == "vnc") else { return args };
+    let mut unix = None;
+    let mut verb = None;
+    let mut i = vnc + 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy().to_string();
+        if a == "--" {
+            break;
+        }
+        if a == "--unix" && i + 1 < args.len() {
+            unix = Some(args[i + 1].clone());
+            args.drain(i..i + 2);
+            continue;
+        }
+        if let Some(path) = a.strip_prefix("--unix=") {
+            unix = Some(path.into());
+            args.remove(i);
+            continue;
+        }
+        if WITH_VALUE.contains(&a.as_str()) {
+            i += 2;
+            continue;
+        }
+        if verb.is_none() && VERBS.contains(&a.as_str()) {
+            verb = Some(i);
+        }
+        i += 1;
+    }
+    if let (Some(path), Some(v)) = (unix, verb) {
+        let mut address = std::ffi::OsString::from("unix:");
+        address.push(path);
+        args.insert(v + 1, address);
+    }
+    args
+}
+
 fn vnc(args: VncConnArgs, verb: VncVerb) -> u8 {
     match vnc_verb(args, verb) {
         Ok(()) => 0,
@@ -744,6 +801,9 @@ fn vnc_verb(args: VncConnArgs, verb: VncVerb) -> Result<(), smoke::vnc_verbs::Ve
     use smoke::input::{Button, Layout, pointer::PathKind};
     use smoke::vnc_verbs::{self as v, Connection, PasswordSource, VerbError};
     let usage = VerbError::Usage;
+    if let Some(path) = &args.unix {
+        return Err(usage(format!("--unix {} needs a verb (capture, key, type, click, move)", path.display())));
+    }
     let layout = Layout::parse(&args.layout).ok_or_else(|| {
         usage(format!(
             "unknown keyboard layout '{}' (known: {})",

@@ -67,6 +67,18 @@ fn capture_over_tcp_and_unix_socket_with_passwords_from_env_and_file() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(png_size(&out2), (1280, 720));
+    // --unix PATH in place of the address, options before and after the verb
+    let out3 = desktop.path("shot3.png");
+    let o = smoke()
+        .env("SMOKE_VNC_PASSWORD", "s3cret")
+        .args(["vnc", "--layout", "us", "capture", "--unix"])
+        .arg(desktop.path("rfb.sock"))
+        .arg(&out3)
+        .args(["--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(png_size(&out3), (1280, 720));
 
     let o = smoke()
         .env("PW", "wrong")

@@ -54,8 +54,9 @@ async fn every_printable_ascii_character_arrives_by_scancode_on_us_and_de_layout
 
     let mut us = screen(&client, Layout::Us);
     let file = typing_xterm(&mut desktop, &mut us, "us").await;
-    us.type_with(0, &format!("{text}\n"), typing(Duration::from_millis(2))).await.unwrap();
-    assert_eq!(read_lines(&file, 1, Duration::from_secs(10)), format!("{text}\n"));
+    // and characters no US key produces, as Unicode keysyms
+    us.type_with(0, &format!("{text} жπ→\n"), typing(Duration::from_millis(2))).await.unwrap();
+    assert_eq!(read_lines(&file, 1, Duration::from_secs(10)), format!("{text} жπ→\n"));
 
     // The same scancodes on a German keymap: only the German table gets it right.
     desktop.run("setxkbmap", &["-layout", "de"]);
