@@ -584,9 +584,33 @@ async fn hostile_updates_end_the_session_with_a_reason() {
             b.extend_from_slice(&RectHeader { rect: Rect::new(60, 0, 10, 10), encoding: Encoding::Raw }.encode());
             b
         }),
-        ("encoding 7", {
+        ("encoding 2", {
+            // RRE: never asked for, so its length is unknown
             let mut b = framebuffer_update_header(1).to_vec();
-            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Other(7) }.encode());
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Other(2) }.encode());
+            b
+        }),
+        ("JPEG", {
+            let mut b = framebuffer_update_header(1).to_vec();
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Tight }.encode());
+            b.extend_from_slice(&[0x90, 0x10]);
+            b
+        }),
+        ("no background", {
+            let mut b = framebuffer_update_header(1).to_vec();
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::Hextile }.encode());
+            b.push(0);
+            b
+        }),
+        ("65 screens", {
+            let mut b = framebuffer_update_header(1).to_vec();
+            b.extend_from_slice(&RectHeader { rect: full(), encoding: Encoding::ExtendedDesktopSize }.encode());
+            b.extend_from_slice(&[65, 0, 0, 0]);
+            b
+        }),
+        ("cursor", {
+            let mut b = framebuffer_update_header(1).to_vec();
+            b.extend_from_slice(&RectHeader { rect: Rect::new(0, 0, 4000, 4000), encoding: Encoding::Cursor }.encode());
             b
         }),
         ("unknown message type 99", vec![99]),

@@ -593,3 +593,38 @@ async fn server_exit_is_reported_as_disconnected() {
     let err = client.key(0x61, true).await.unwrap_err();
     assert!(err.to_string().contains("closed"), "{err}");
 }
+
+#[tokio::test]
+async fn the_desktop_resized_mid_session() {
+    let _serial = serial().await;
+    let mut desktop = Desktop::start(None);
+    desktop.xterm("resize", "60x10+20+20", ("#203040", "#ffffff"), "echo resize me; printf '\\033[?25l'; sleep 100000");
+    let pseudo = [Encoding::ExtendedDesktopSize, Encoding::DesktopSize, Encoding::LastRect, Encoding::Cursor];
+    let encodings: Vec<Encoding> = [Encoding::Tight, Encoding::Raw].into_iter().chain(pseudo).collect();
+    let client = connect(&desktop, &encodings).await;
+    let before = still_frame(&client).await;
+    assert_eq!((before.width(), before.height()), (1280, 720));
+    // a shape arrives (Xvnc sends an empty one over the bare root window)
+    assert!(poll(Duration::from_secs(5), || client.cursor()).await.is_some(), "no cursor shape");
+    // xrandr resizes the framebuffer: captures follow at the new size
+    let out = desktop.command("xrandr").args(["-s", "1024x768"]).output().unwrap();
+    assert!(out.status.success(), "xrandr: {}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let f = client.capture(CAPTURE_TIMEOUT).await.unwrap();
+        if (f.width(), f.height()) == (1024, 768) {
+            break f;
+        }
+        assert!(Instant::now() < deadline, "still {}x{} after the resize", f.width(), f.height());
+    };
+    let stats = client.stats();
+    assert!(stats.rects_by_encoding.get(&Encoding::ExtendedDesktopSize).copied().unwrap_or(0) > 0, "{stats:?}");
+    // the resized frame is right, pixel for pixel, against a new Raw client
+    // (which does not ask for the cursor shape: Xvnc draws the pointer for it)
+    let raw = connect(&desktop, &[Encoding::Raw, Encoding::Cursor]).await;
+    let reference = still_frame(&raw).await;
+    let now = still_frame(&client).await;
+    assert_eq!((reference.width(), reference.height()), (1024, 768));
+    assert!(now == reference, "the resized frame differs from a fresh Raw capture");
+    drop(after);
+}

@@ -60,7 +60,7 @@ impl PendingCapture {
     pub fn apply(&mut self, rects: &[RectHeader]) -> bool {
         let mut reset = false;
         for r in rects {
-            if r.encoding == Encoding::DesktopSize {
+            if matches!(r.encoding, Encoding::DesktopSize | Encoding::ExtendedDesktopSize) {
                 self.coverage.reset(r.rect.w, r.rect.h);
                 reset = true;
             } else if !r.encoding.is_pseudo() {

@@ -505,6 +505,12 @@ impl VncClient {
         self.shared().lock().scancodes
     }
 
+    /// The pointer's shape, when the Cursor pseudo-encoding was asked for
+    /// and the server sent one (the server then leaves it out of frames).
+    pub fn cursor(&self) -> Option<Arc<crate::rfb::encodings::pseudo::CursorShape>> {
+        self.shared().lock().cursor.clone()
+    }
+
     /// What the server last said about its pointer (QEMU Pointer Motion
     /// Change): `Some(false)` for a relative pointer, `None` if it never said.
     pub fn pointer_absolute(&self) -> Option<bool> {

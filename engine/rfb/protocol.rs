@@ -248,6 +248,12 @@ pub enum Encoding {
     Zrle,
     /// Pseudo-encoding: the framebuffer changed size.
     DesktopSize,
+    /// Pseudo-encoding: the framebuffer changed size, with its screen layout.
+    ExtendedDesktopSize,
+    /// Pseudo-encoding: no more rectangles in this update (whatever the count said).
+    LastRect,
+    /// Pseudo-encoding: the pointer's shape (the server then leaves it out of the framebuffer).
+    Cursor,
     /// Any number this client has no name for.
     Other(i32),
 }
@@ -262,6 +268,9 @@ impl Encoding {
             Encoding::Trle => 15,
             Encoding::Zrle => 16,
             Encoding::DesktopSize => -223,
+            Encoding::ExtendedDesktopSize => -308,
+            Encoding::LastRect => -224,
+            Encoding::Cursor => -239,
             Encoding::Other(code) => code,
         }
     }
@@ -275,13 +284,16 @@ impl Encoding {
             15 => Encoding::Trle,
             16 => Encoding::Zrle,
             -223 => Encoding::DesktopSize,
+            -308 => Encoding::ExtendedDesktopSize,
+            -224 => Encoding::LastRect,
+            -239 => Encoding::Cursor,
             other => Encoding::Other(other),
         }
     }
 
     /// True for pseudo-encodings, which carry no pixels for their rectangle.
     pub const fn is_pseudo(self) -> bool {
-        matches!(self, Encoding::DesktopSize)
+        matches!(self, Encoding::DesktopSize | Encoding::ExtendedDesktopSize | Encoding::LastRect | Encoding::Cursor)
     }
 }
 
@@ -295,6 +307,9 @@ impl std::fmt::Display for Encoding {
             Encoding::Tight => f.write_str("Tight"),
             Encoding::Trle => f.write_str("TRLE"),
             Encoding::DesktopSize => f.write_str("DesktopSize"),
+            Encoding::ExtendedDesktopSize => f.write_str("ExtendedDesktopSize"),
+            Encoding::LastRect => f.write_str("LastRect"),
+            Encoding::Cursor => f.write_str("Cursor"),
             Encoding::Other(code) => write!(f, "encoding {code}"),
         }
     }

@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub stats: ClientStats,
     /// The server acknowledged QEMU Extended Key Event: keys go by scancode.
     pub scancodes: bool,
+    /// The pointer's shape, when the server sends it (Cursor pseudo-encoding).
+    pub cursor: Option<Arc<crate::rfb::encodings::pseudo::CursorShape>>,
     /// What the last QEMU Pointer Motion Change said (`None`: never sent).
     pub pointer_absolute: Option<bool>,
     /// The session ended because the connection was lost (closed by the
@@ -215,6 +217,7 @@ pub(crate) fn start(
             stats: ClientStats::default(),
             scancodes: false,
             pointer_absolute: None,
+            cursor: None,
             lost: false,
         }),
         bytes_received: AtomicU64::new(0),
@@ -433,6 +436,10 @@ impl Reader {
             if self.qemu_pseudo(&header) {
                 continue;
             }
+            if header.encoding == Encoding::LastRect {
+                // the server did not know the count when it started the update
+                break;
+            }
             loop {
                 let available = self.input.available();
                 let status = self
@@ -442,6 +449,9 @@ impl Reader {
                 match status {
                     DecodeStatus::Complete { consumed } => {
                         self.input.consume(consumed);
+                        if let Some(shape) = self.decoders.take_cursor() {
+                            self.shared.lock().cursor = Some(Arc::new(shape));
+                        }
                         break;
                     }
                     DecodeStatus::NeedMore { total } => {

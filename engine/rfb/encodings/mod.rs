@@ -22,6 +22,7 @@
 
 pub mod copyrect;
 pub mod hextile;
+pub mod pseudo;
 pub mod raw;
 pub mod tight;
 pub mod tiles;
@@ -52,11 +53,18 @@ pub struct Decoders {
     hextile: hextile::HextileDecoder,
     trle: trle::TrleDecoder,
     tight: tight::TightDecoder,
+    /// The last cursor shape decoded (taken by the session).
+    cursor: Option<pseudo::CursorShape>,
 }
 
 impl Decoders {
     pub fn new() -> Decoders {
         Decoders::default()
+    }
+
+    /// The cursor shape decoded since the last call, if any.
+    pub fn take_cursor(&mut self) -> Option<pseudo::CursorShape> {
+        self.cursor.take()
     }
 
     /// Decode one rectangle of `encoding` at `rect` from `input` into `fb`.
@@ -77,6 +85,15 @@ impl Decoders {
             Encoding::Hextile => self.hextile.decode(rect, input, fb),
             Encoding::Trle => self.trle.decode(rect, input, fb),
             Encoding::Tight => self.tight.decode(rect, input, fb),
+            Encoding::ExtendedDesktopSize => pseudo::extended_desktop_size(rect, input, fb),
+            Encoding::LastRect => Ok(DecodeStatus::Complete { consumed: 0 }),
+            Encoding::Cursor => {
+                let (status, shape) = pseudo::cursor(rect, input)?;
+                if shape.is_some() {
+                    self.cursor = shape;
+                }
+                Ok(status)
+            }
             Encoding::DesktopSize => {
                 fb.resize(rect.w, rect.h)?;
                 Ok(DecodeStatus::Complete { consumed: 0 })
