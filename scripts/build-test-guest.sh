@@ -26,7 +26,7 @@ chmod 755 "$tmp" # apt-get download runs as _apt when it can
 if [ ! -s "$out/vmlinuz" ]; then
   # The newest linux-image-6.1.0-N-cloud-amd64 apt knows about.
   pkg="$(apt-cache pkgnames linux-image-6.1.0- | grep -E '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' |
-    sort -t- -k5,5n | tail -1)"
+    sort -t- -k4,4n | tail -1)"
   [ -n "$pkg" ] || { echo "build-test-guest: no linux-image-6.1.0-*-cloud-amd64 in apt: run apt-get update" >&2; exit 1; }
   echo "build-test-guest: downloading $pkg" >&2
   (cd "$tmp" && apt-get download -q "$pkg" >&2)

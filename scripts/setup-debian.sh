@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what smoke needs on Debian 12 (idempotent; installs only what is missing):
 # a VNC desktop (TigerVNC Xvnc + openbox), the demo apps (galculator, xterm),
-# OCR (tesseract) and X tools used by the desktop backend and the tests.
+# OCR (tesseract), X tools used by the desktop backend and the tests, and QEMU
+# with what scripts/build-test-guest.sh needs for the test guest.
 set -euo pipefail
 
 packages=(
