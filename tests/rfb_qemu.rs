@@ -30,6 +30,8 @@ struct Guest {
     qemu: Child,
     dir: tempfile::TempDir,
     port: u16,
+    /// When QEMU was started (after the guest was built).
+    started: Instant,
 }
 
 impl Drop for Guest {
@@ -89,7 +91,7 @@ impl Guest {
             .stderr(std::fs::File::create(dir.path().join("qemu.err")).unwrap())
             .process_group(0);
         let qemu = cmd.spawn().expect("start qemu-system-x86_64");
-        Guest { qemu, dir, port: 5900 + display }
+        Guest { qemu, dir, port: 5900 + display, started: Instant::now() }
     }
 
     fn tcp(&self) -> Endpoint {
@@ -214,7 +216,7 @@ async fn qemu_guest_encodings_and_scancode_typing_over_tcp_and_unix_socket() {
     wait_on_screen(&client, "SMOKE-GUEST-READY", 1, BOOT_LIMIT).await;
     assert_eq!(client.size(), (720, 400), "the VGA text console (after the firmware's 640x480)");
     assert!(guest.serial().contains("SMOKE-GUEST-READY"), "serial: {:?}", guest.serial());
-    eprintln!("guest ready on screen {:?} after QEMU start", started.elapsed());
+    eprintln!("guest ready on screen {:?} after QEMU start", guest.started.elapsed());
 
     // (a) Each encoding alone decodes the still screen bit for bit as Raw does.
     let raw = still_frame(&client).await;
