@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what smoke needs on Debian 12 (idempotent; installs only what is missing):
 # a VNC desktop (TigerVNC Xvnc + openbox), the demo apps (galculator, xterm),
-# OCR (tesseract) and X tools used by the desktop backend and the tests.
+# OCR (tesseract), X tools used by the desktop backend and the tests, and QEMU
+# with what scripts/build-test-guest.sh needs for the test guest.
 set -euo pipefail
 
 packages=(
@@ -19,6 +20,7 @@ packages=(
   openssh-server openssh-client               # SSH tests: a private sshd on loopback, ssh-keygen, ssh-agent
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
+  busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
 )
 
 missing=()
@@ -32,6 +34,24 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# QEMU 10 from bookworm-backports: the machine ships qemu-utils 10 (qemu-img) from there, and
+# Debian 12's own qemu-system-x86 7.2 conflicts with it (installing it would REMOVE qemu-img).
+# Only these four packages come from backports; never `-t bookworm-backports` for everything.
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "setup: adding bookworm-backports as an apt source" >&2
+    echo 'deb http://deb.debian.org/debian bookworm-backports main' |
+      $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+  fi
+  echo "setup: installing QEMU from bookworm-backports" >&2
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+    qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+    qemu-system-data/bookworm-backports seabios/bookworm-backports
 fi
 
 # The Jenkins JUnit schema (junit-10.xsd, MIT) that the tests validate junit.xml
