@@ -65,6 +65,8 @@ pub struct Target {
     pub type_interval: Option<std::time::Duration>,
     /// Confirm typed text on the screen by default on this target.
     pub type_confirm: Option<bool>,
+    /// RFB encodings to offer, in preference order (default: the backend's).
+    pub encodings: Option<Vec<crate::rfb::Encoding>>,
     pub span: Span,
 }
 
@@ -155,6 +157,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "ssh",
     "session",
     "keyboard_layout",
+    "encodings",
     "type_interval",
     "type_confirm",
 ];
@@ -349,10 +352,12 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
     });
     let type_interval = m.get("type_interval").and_then(|n| decode::duration(n, "type_interval", diags));
     let type_confirm = m.get("type_confirm").and_then(|n| decode::boolean(n, "type_confirm", diags));
+    let encodings = m.get("encodings").and_then(|n| encodings(n, diags));
     if diags.len() > before {
         return None;
     }
     Some(Target {
+        encodings,
         keyboard_layout,
         type_interval,
         type_confirm,
@@ -366,6 +371,35 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
         session,
         span: node.span.clone(),
     })
+}
+
+/// `encodings: [zrle, hextile, raw]`: names in preference order; lossy ones
+/// do not exist (smoke never asks for JPEG).
+fn encodings(node: &Node, diags: &mut Diagnostics) -> Option<Vec<crate::rfb::Encoding>> {
+    let items = decode::list(node, "encodings", false, diags)?;
+    let names = crate::rfb::protocol::ENCODING_NAMES;
+    let mut out = Vec::new();
+    for n in items {
+        let name = decode::string(n, "encoding", diags)?;
+        match crate::rfb::Encoding::from_name(&name) {
+            Some(e) => out.push(e),
+            None => {
+                let d = Diagnostic::new(&n.span, format!("unknown encoding '{name}'"));
+                diags.push(match crate::scenario::diagnostic::did_you_mean(&name, names.iter().copied()) {
+                    Some(x) => d.with_help(format!("did you mean '{x}'?")),
+                    None => d.with_help(format!("encodings: {}", names.join(", "))),
+                });
+            }
+        }
+    }
+    if !out.iter().any(|e| !e.is_pseudo() && !matches!(e, crate::rfb::Encoding::Other(_))) {
+        diags.push(
+            Diagnostic::new(&node.span, "no encoding that carries pixels")
+                .with_help("list at least one of zrle, tight, hextile, trle, raw"),
+        );
+        return None;
+    }
+    Some(out)
 }
 
 fn secret_source(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<SecretSource> {
@@ -625,5 +659,28 @@ mod tests {
         let m =
             format!("{}:{} {} {:?}", d.items[0].span.line, d.items[0].span.col, d.items[0].message, d.items[0].help);
         assert!(m.starts_with("5:22 unknown keyboard layout 'dee'") && m.contains("did you mean 'de'"), "{m}");
+    }
+
+    #[test]
+    fn encodings_in_preference_order_and_mistakes_with_positions() {
+        use crate::rfb::Encoding;
+        let text = b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    encodings: [Tight, hextile, raw, desktopsize]\n";
+        let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
+        assert_eq!(
+            inv.target(Some("lab")).unwrap().encodings,
+            Some(vec![Encoding::Tight, Encoding::Hextile, Encoding::Raw, Encoding::DesktopSize])
+        );
+        let embedded = Inventory::parse("<embedded>", EMBEDDED.as_bytes(), &mut SourceMap::new()).unwrap();
+        assert_eq!(embedded.target(None).unwrap().encodings, None);
+        let text =
+            b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    encodings: [zrl, jpeg]\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        let all: Vec<String> =
+            d.items.iter().map(|i| format!("{}:{} {} {:?}", i.span.line, i.span.col, i.message, i.help)).collect();
+        assert!(all[0].starts_with("5:17 unknown encoding 'zrl'") && all[0].contains("did you mean 'zrle'"), "{all:?}");
+        assert!(all.iter().any(|m| m.contains("unknown encoding 'jpeg'")), "{all:?}");
+        let text = b"targets:\n  lab:\n    backend: vnc\n    vnc: {host: 127.0.0.2, port: 5901}\n    encodings: [desktopsize]\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        assert!(d.items[0].message.contains("no encoding that carries pixels"), "{:?}", d.items);
     }
 }

@@ -340,7 +340,7 @@ async fn execute(
     let mut machine =
         Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
     let outcome = async {
-        let client = connect(&machine).await?;
+        let client = connect(&machine, p.target.encodings.as_deref()).await?;
         let (w, h) = client.size();
         events.emit(Event::TargetReady {
             desktop_name: client.desktop_name(),
@@ -397,12 +397,13 @@ async fn execute(
 }
 
 /// Connect to the machine's VNC server, retrying while it comes up.
-async fn connect(machine: &Machine) -> Result<VncClient, String> {
+/// `encodings` (the inventory's, in preference order) win over the backend's.
+async fn connect(machine: &Machine, encodings: Option<&[crate::rfb::Encoding]>) -> Result<VncClient, String> {
     let access = machine.vnc();
     let mut opts =
         ConnectOptions { password: access.password.clone(), timeout: Duration::from_secs(10), ..Default::default() };
-    if let Some(e) = &access.encodings {
-        opts.encodings = e.clone();
+    if let Some(e) = encodings.map(<[_]>::to_vec).or_else(|| access.encodings.clone()) {
+        opts.encodings = e;
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -128,20 +128,11 @@ fn is_local(endpoint: &Endpoint) -> bool {
 }
 
 fn encoding_by_name(name: &str) -> Option<Encoding> {
-    use crate::rfb::protocol::{QEMU_EXTENDED_KEY_EVENT, QEMU_POINTER_MOTION_CHANGE};
-    match name.trim().to_ascii_lowercase().as_str() {
-        "raw" => Some(Encoding::Raw),
-        "copyrect" => Some(Encoding::CopyRect),
-        "zrle" => Some(Encoding::Zrle),
-        "desktopsize" => Some(Encoding::DesktopSize),
-        "qemu-key" | "qemu-extended-key-event" => Some(QEMU_EXTENDED_KEY_EVENT),
-        "qemu-pointer" | "qemu-pointer-motion-change" => Some(QEMU_POINTER_MOTION_CHANGE),
-        _ => None,
-    }
+    Encoding::from_name(name)
 }
 
 /// Names `--encodings` accepts.
-pub const ENCODING_NAMES: &[&str] = &["zrle", "copyrect", "raw", "desktopsize", "qemu-key", "qemu-pointer"];
+pub use crate::rfb::protocol::ENCODING_NAMES;
 
 fn read_password(source: &PasswordSource) -> Result<Option<String>, VerbError> {
     match source {

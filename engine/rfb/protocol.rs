@@ -291,6 +291,26 @@ impl Encoding {
         }
     }
 
+    /// An encoding by the name the inventory and `smoke vnc --encodings` use
+    /// (case-insensitive; see [`ENCODING_NAMES`]).
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "raw" => Some(Encoding::Raw),
+            "copyrect" => Some(Encoding::CopyRect),
+            "hextile" => Some(Encoding::Hextile),
+            "tight" => Some(Encoding::Tight),
+            "trle" => Some(Encoding::Trle),
+            "zrle" => Some(Encoding::Zrle),
+            "desktopsize" => Some(Encoding::DesktopSize),
+            "extendeddesktopsize" => Some(Encoding::ExtendedDesktopSize),
+            "lastrect" => Some(Encoding::LastRect),
+            "cursor" => Some(Encoding::Cursor),
+            "qemu-key" | "qemu-extended-key-event" => Some(QEMU_EXTENDED_KEY_EVENT),
+            "qemu-pointer" | "qemu-pointer-motion-change" => Some(QEMU_POINTER_MOTION_CHANGE),
+            _ => None,
+        }
+    }
+
     /// True for pseudo-encodings, which carry no pixels for their rectangle.
     pub const fn is_pseudo(self) -> bool {
         matches!(self, Encoding::DesktopSize | Encoding::ExtendedDesktopSize | Encoding::LastRect | Encoding::Cursor)
@@ -321,6 +341,22 @@ pub const QEMU_EXTENDED_KEY_EVENT: Encoding = Encoding::Other(-258);
 /// QEMU Pointer Motion Change pseudo-encoding: a rectangle of it says whether
 /// pointer events are absolute (x = 1) or relative (x = 0).
 pub const QEMU_POINTER_MOTION_CHANGE: Encoding = Encoding::Other(-257);
+
+/// The encoding names [`Encoding::from_name`] knows, in a sensible preference order.
+pub const ENCODING_NAMES: &[&str] = &[
+    "zrle",
+    "tight",
+    "hextile",
+    "trle",
+    "copyrect",
+    "raw",
+    "desktopsize",
+    "extendeddesktopsize",
+    "lastrect",
+    "cursor",
+    "qemu-key",
+    "qemu-pointer",
+];
 
 /// Messages a client sends (RFC 6143 section 7.5).
 #[derive(Debug, Clone, PartialEq, Eq)]
