@@ -1044,16 +1044,7 @@ fn replay(
     no_cache: bool,
     inventory: Option<&Path>,
 ) -> anyhow::Result<u8> {
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
-    let mut sources = SourceMap::new();
-    let inv = match Inventory::locate(inventory, Some(&root), &mut sources) {
-        Ok(inv) => inv,
-        Err(d) => {
-            eprintln!("{}", d.render(&sources));
-            return Ok(Verdict::Invalid.exit_code() as u8);
-        }
-    };
+    let Some(inv) = project_inventory(inventory)? else { return Ok(Verdict::Invalid.exit_code() as u8) };
     let Some(mut cfg) = inv.vlm else {
         eprintln!("smoke: the inventory has no `vlm:` section to ask (see docs/VLM.md)");
         return Ok(Verdict::Invalid.exit_code() as u8);
@@ -1106,17 +1097,24 @@ fn one_line_answer(a: &str) -> String {
     a.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect()
 }
 
-fn cache(action: CacheAction, inventory: Option<&Path>) -> anyhow::Result<u8> {
+/// The inventory of the project around the current directory (or `inventory`);
+/// None after printing its mistakes.
+fn project_inventory(inventory: Option<&Path>) -> anyhow::Result<Option<Inventory>> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let root = Project::find_from(&cwd).map(|p| p.root).unwrap_or(cwd);
     let mut sources = SourceMap::new();
-    let configured = match Inventory::locate(inventory, Some(&root), &mut sources) {
-        Ok(inv) => inv.vlm.and_then(|v| v.cache),
+    match Inventory::locate(inventory, Some(&root), &mut sources) {
+        Ok(inv) => Ok(Some(inv)),
         Err(d) => {
             eprintln!("{}", d.render(&sources));
-            return Ok(Verdict::Invalid.exit_code() as u8);
+            Ok(None)
         }
-    };
+    }
+}
+
+fn cache(action: CacheAction, inventory: Option<&Path>) -> anyhow::Result<u8> {
+    let Some(inv) = project_inventory(inventory)? else { return Ok(Verdict::Invalid.exit_code() as u8) };
+    let configured = inv.vlm.and_then(|v| v.cache);
     let Some(path) = configured.or_else(smoke::vlm::config::default_cache) else {
         eprintln!("smoke: no cache file configured and no HOME to put one in");
         return Ok(Verdict::Invalid.exit_code() as u8);
