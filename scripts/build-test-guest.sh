@@ -14,7 +14,8 @@
 #                                   comes from SMOKE_GUEST_AUTHORIZED_KEY (a .pub file) at build
 #                                   time and/or the kernel command line:
 #                                   smoke.ssh_key=TYPE,BASE64 (the key line with its space as a comma).
-#                                   Prints SMOKE-SSH-READY on ttyS0 when dropbear listens.
+#                                   Prints SMOKE-SSH-READY on ttyS0 when dropbear listens; the
+#                                   ACPI power button (QMP system_powerdown) powers it off.
 # To add a variant: write variant_NAME (it fills "$init" after common_root) and list it in VARIANTS.
 # Needs: apt-get (download only, no root), dpkg-deb, busybox-static, cpio, gzip; dropbear-bin for ssh.
 set -euo pipefail
@@ -24,7 +25,7 @@ out="$root/target/test-guest"
 mkdir -p "$out"
 VARIANTS=(default ssh)
 # Bump a variant's number when what it builds changes.
-declare -A VERSION=([default]=1 [ssh]=1)
+declare -A VERSION=([default]=2 [ssh]=2)
 
 die() { echo "build-test-guest: $*" >&2; exit 1; }
 
@@ -65,9 +66,8 @@ common_root() {
   rm -rf "$init"
   mkdir -p "$init"/{bin,sbin,dev,proc,sys,tmp,root,etc}
   cp "$busybox" "$init/bin/busybox"
-  for applet in sh mount setsid printf cat echo ls sleep insmod ifconfig route ip ps kill grep sed tr \
-    cut head tail uname hostname poweroff reboot sync mkdir; do
-    ln -s busybox "$init/bin/$applet"
+  for applet in $("$busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$init/bin/$applet"
   done
 }
 
@@ -104,7 +104,8 @@ variant_ssh() {
   local release
   release="$(ls "$tmp/kernel/lib/modules")"
   mkdir -p "$init/lib/modules"
-  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net \
+    button evdev; do
     f="$(find "$tmp/kernel/lib/modules/$release" -name "$m.ko" | head -1)"
     [ -n "$f" ] || die "module $m.ko not in the kernel package"
     cp "$f" "$init/lib/modules/"
@@ -131,12 +132,19 @@ variant_ssh() {
   fi
   chmod 700 "$init/root" "$init/root/.ssh"
   chmod 600 "$init/root/.ssh/authorized_keys"
+  # the ACPI power button powers the guest off (QMP system_powerdown works)
+  mkdir -p "$init/etc/acpi/PWRF"
+  printf '#!/bin/sh\necho SMOKE-POWERDOWN > /dev/ttyS0\nsync\npoweroff -f\n' > "$init/etc/acpi/PWRF/00000080"
+  chmod 755 "$init/etc/acpi/PWRF/00000080"
   cat > "$init/etc/smoke-init.d/50-ssh.sh" <<'HOOK'
-# virtio-net, a static address for QEMU user networking, dropbear on :22 (in the background)
+# virtio-net, a static address for QEMU user networking, dropbear on :22, acpid for the
+# power button (in the background)
 (
-  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net; do
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net \
+    button evdev; do
     insmod /lib/modules/$m.ko
   done
+  acpid -c /etc/acpi -l /tmp/acpid.log
   mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
   for arg in $(cat /proc/cmdline); do
     case "$arg" in
