@@ -21,6 +21,7 @@ packages=(
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
   busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
+  kbd                                         # loadkeys -b: the guest's German keymap (scripts/build-de-keymap.sh)
 )
 
 missing=()
