@@ -29,7 +29,8 @@
 //! CopyRect (its `copyRectangle` is the base class's no-op), so the CopyRect
 //! ratio compares against doing nothing for those rectangles.
 //!
-//! `cargo bench --bench rfb_decode`
+//! `cargo bench --bench rfb_decode` (`-- --replay` decodes the recordings of
+//! the last run again, without Xvnc: for profiling)
 
 #[path = "../tests/input_support/mod.rs"]
 mod input_support;
@@ -471,33 +472,30 @@ for _ in range(passes):
     print(took, c.screen.size if c.screen else None, flush=True)
 "#;
 
-/// Median seconds vncdotool takes to decode the recording, if it can.
-fn vncdotool_decode(python: &Path, file: &Path) -> Option<f64> {
+/// Median seconds vncdotool takes to decode the recording, or why it could not.
+fn vncdotool_decode(python: &Path, file: &Path) -> Result<f64, String> {
     let o = Command::new(python)
         .args(["-c", VNCDOTOOL_REPLAY])
         .arg(file)
         .args([WIDTH.to_string(), HEIGHT.to_string(), "3".into()])
         .output()
-        .ok()?;
+        .map_err(|e| e.to_string())?;
     if !o.status.success() {
-        eprintln!("  vncdotool replay of {}: {}", file.display(), String::from_utf8_lossy(&o.stderr).trim());
-        return None;
+        // the exception vncdotool raised: the first error line of the traceback
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let error = stderr.lines().find(|l| l.contains("Error:")).unwrap_or("no error line").trim();
+        return Err(format!("fails: {error}"));
     }
-    let mut secs: Vec<f64> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(2, ' ');
-            let t = parts.next()?.parse().ok()?;
-            let size = parts.next().unwrap_or("");
-            if size != format!("({WIDTH}, {HEIGHT})") {
-                eprintln!("  vncdotool screen {size} for {}: not compared", file.display());
-                return None;
-            }
-            Some(t)
-        })
-        .collect();
+    let mut secs = Vec::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let (t, size) = line.split_once(' ').unwrap_or((line, ""));
+        if size != format!("({WIDTH}, {HEIGHT})") {
+            return Err(format!("screen {size}, not compared"));
+        }
+        secs.push(t.parse::<f64>().map_err(|e| e.to_string())?);
+    }
     secs.sort_by(f64::total_cmp);
-    secs.get(secs.len() / 2).copied()
+    secs.get(secs.len() / 2).copied().ok_or_else(|| "no timings".to_string())
 }
 
 fn encoding_name(code: i32) -> String {
@@ -512,24 +510,45 @@ fn main() {
         eprintln!("vncdotool not found (set VNCDOTOOL_VENV): no reference column");
     }
 
-    let mut scene = scene();
+    let names = ["Raw", "CopyRect", "ZRLE", "Hextile", "Tight", "TRLE (transcoded)"];
+    let file_of = |name: &str| dir.join(format!("{}.rfb", name.split(' ').next().unwrap_or(name).to_lowercase()));
     let mut recordings = Vec::new();
-    for (name, encodings) in [
-        ("Raw", vec![Encoding::Raw]),
-        ("CopyRect", vec![Encoding::CopyRect, Encoding::Raw]),
-        ("ZRLE", vec![Encoding::Zrle]),
-        ("Hextile", vec![Encoding::Hextile]),
-        ("Tight", vec![Encoding::Tight]),
-    ] {
-        let s = Instant::now();
-        let r = record(&mut scene, name, &encodings);
-        eprintln!("recorded {name}: {} updates, {} bytes in {:?}", r.updates, r.bytes.len(), s.elapsed());
-        recordings.push(r);
+    if std::env::args().any(|a| a == "--replay") {
+        // decode the recordings of an earlier run again (for profiling)
+        for name in names {
+            let bytes = std::fs::read(file_of(name)).unwrap_or_else(|e| panic!("{}: {e}", file_of(name).display()));
+            let mut updates = 0;
+            let mut fb = Framebuffer::new(WIDTH, HEIGHT).unwrap();
+            let (mut decoders, mut pos) = (Decoders::new(), 0);
+            while pos < bytes.len() {
+                updates += usize::from(
+                    next_message(&mut SliceSource(&bytes), &mut pos, &mut decoders, &mut fb, None).unwrap(),
+                );
+            }
+            recordings.push(Recording { name, bytes, updates });
+        }
+    } else {
+        let mut scene = scene();
+        for (name, encodings) in names.iter().zip([
+            vec![Encoding::Raw],
+            vec![Encoding::CopyRect, Encoding::Raw],
+            vec![Encoding::Zrle],
+            vec![Encoding::Hextile],
+            vec![Encoding::Tight],
+        ]) {
+            let s = Instant::now();
+            let r = record(&mut scene, name, &encodings);
+            eprintln!("recorded {name}: {} updates, {} bytes in {:?}", r.updates, r.bytes.len(), s.elapsed());
+            recordings.push(r);
+        }
+        drop(scene);
+        let trle = transcode_to_trle(&recordings[0].bytes);
+        let updates = recordings[0].updates;
+        recordings.push(Recording { name: names[5], bytes: trle, updates });
+        for r in &recordings {
+            std::fs::write(file_of(r.name), &r.bytes).unwrap();
+        }
     }
-    drop(scene);
-    let trle = transcode_to_trle(&recordings[0].bytes);
-    let updates = recordings[0].updates;
-    recordings.push(Recording { name: "TRLE (transcoded)", bytes: trle, updates });
 
     let mut table = vec![
         "| stream | encoding | rects | decoded MB | wire MB | decoded MB/s | Mpixel/s | wire MB/s | vncdotool decoded MB/s | ratio |".to_string(),
@@ -537,8 +556,7 @@ fn main() {
     ];
     let mut finals = Vec::new();
     for r in &recordings {
-        let file = dir.join(format!("{}.rfb", r.name.split(' ').next().unwrap().to_lowercase()));
-        std::fs::write(&file, &r.bytes).unwrap();
+        let file = file_of(r.name);
         let mut tally = BTreeMap::new();
         let mut passes = 0u32;
         let started = Instant::now();
@@ -554,7 +572,13 @@ fn main() {
             wire: a.wire + t.wire,
             time: a.time + t.time,
         });
-        let reference = python.as_deref().and_then(|py| vncdotool_decode(py, &file));
+        // vncdotool has no Tight and no TRLE decoder
+        let reference = match &python {
+            Some(py) if !r.name.starts_with("Tight") && !r.name.starts_with("TRLE") => {
+                Some(vncdotool_decode(py, &file))
+            }
+            _ => None,
+        };
         let mb = |bytes: u64| bytes as f64 / 1e6;
         let per_pass = |v: u64| v / u64::from(passes);
         for (label, t, reference) in tally
@@ -565,10 +589,11 @@ fn main() {
             let secs = t.time.as_secs_f64();
             let ours = mb(t.pixels * 4) / secs;
             let (theirs, ratio) = match reference {
-                Some(s) => {
+                Some(Ok(s)) => {
                     let theirs = mb(per_pass(t.pixels) * 4) / s;
                     (format!("{theirs:.1}"), format!("{:.0}x", ours / theirs))
                 }
+                Some(Err(why)) => (why, "-".into()),
                 None => ("-".into(), "-".into()),
             };
             table.push(format!(
