@@ -21,6 +21,9 @@ packages=(
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
   busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
+  libssl-dev pkg-config                       # OpenSSL for VNC TLS (VeNCrypt, tls://, wss://)
+  openssl                                     # tests make their own CA and certificates
+  x11vnc websockify socat                     # RFB tests: libvncserver, websocket bridge, TLS-wrapping proxy
 )
 
 missing=()
