@@ -14,8 +14,7 @@ use crate::backend::local_desktop::LocalDesktopSession;
 use crate::backend::remote::RemoteCommands;
 use crate::guest::{self, Shell};
 use crate::inventory::{Backend, SessionSpec, Target};
-use crate::rfb::transport::Endpoint;
-use crate::rfb::{ConnectOptions, VncClient};
+use crate::rfb::VncClient;
 use crate::ssh::SshClient;
 
 /// How a check came out.
@@ -82,10 +81,7 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
     match &target.backend {
         Backend::LocalDesktop(cfg) => match LocalDesktopSession::start(cfg, ctx).await {
             Ok(s) => {
-                rows.push(
-                    vnc_row(&s.vnc().endpoint, s.vnc().password.clone(), &format!("private Xvnc :{}", s.display()))
-                        .await,
-                );
+                rows.push(vnc_row(&s.vnc(), &format!("private Xvnc :{}", s.display())).await);
                 desktop = Some(s);
             }
             Err(e) => rows.push(row("vnc", Status::Fail, format!("the local desktop did not start: {e}"))),
@@ -102,8 +98,14 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
                 None => None,
             };
             if !rows.iter().any(|r| r.check == "vnc") {
-                let ep = Endpoint::Tcp { host: v.host.clone(), port: v.port };
-                rows.push(vnc_row(&ep, password, "").await);
+                let access = crate::backend::VncAccess {
+                    endpoint: v.endpoint.clone(),
+                    password,
+                    encodings: None,
+                    username: v.username.clone(),
+                    tls: v.tls.clone(),
+                };
+                rows.push(vnc_row(&access, "").await);
             }
         }
     }
@@ -199,8 +201,9 @@ fn host_tools(target: &Target) -> Row {
     }
 }
 
-async fn vnc_row(ep: &Endpoint, password: Option<String>, what: &str) -> Row {
-    let opts = ConnectOptions { password, timeout: Duration::from_secs(10), ..Default::default() };
+async fn vnc_row(access: &crate::backend::VncAccess, what: &str) -> Row {
+    let ep = &access.endpoint;
+    let opts = access.connect_options(Duration::from_secs(10));
     let start = Instant::now();
     match VncClient::connect(ep, &opts).await {
         Ok(c) => {

@@ -136,10 +136,18 @@ pub struct LocalDesktop {
 /// An existing VNC server.
 #[derive(Debug, Clone)]
 pub struct VncServer {
-    pub host: String,
-    pub port: u16,
+    /// Where it listens, TLS and websocket settings included.
+    pub endpoint: crate::rfb::Endpoint,
     pub password: Option<SecretSource>,
+    /// For VeNCrypt Plain subtypes.
+    pub username: Option<String>,
+    /// Certificate checks for VeNCrypt X509 subtypes (and `tls`/`wss` endpoints).
+    pub tls: crate::rfb::TlsSettings,
 }
+
+pub const VNC_KEYS: &[&str] =
+    &["host", "port", "unix", "websocket", "transport", "password_env", "password_file", "username", "tls"];
+pub const VNC_TLS_KEYS: &[&str] = &["ca", "fingerprint", "server_name"];
 
 pub const TOP_KEYS: &[&str] = &["default", "targets", "vlm"];
 pub const TARGET_KEYS: &[&str] = &[
@@ -583,9 +591,8 @@ fn local_desktop(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<LocalDesk
 }
 
 fn vnc_server(node: &Node, diags: &mut Diagnostics) -> Option<VncServer> {
-    let m = MapReader::new(node, "vnc", &["host", "port", "password_env", "password_file"], diags)?;
-    let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "host", diags));
-    let port = m.get("port").map_or(Some(5900), |n| decode::integer(n, "port", 1, 65535, diags));
+    use crate::rfb::{Endpoint, TlsSettings, WebSocketEndpoint, WebSocketUrl};
+    let m = MapReader::new(node, "vnc", VNC_KEYS, diags)?;
     let password = match (m.get("password_env"), m.get("password_file")) {
         (None, None) => None,
         (Some(e), None) => decode::non_empty(e, "password_env", diags).map(SecretSource::Env),
@@ -595,7 +602,85 @@ fn vnc_server(node: &Node, diags: &mut Diagnostics) -> Option<VncServer> {
             None
         }
     };
-    Some(VncServer { host: host?, port: port? as u16, password })
+    let username = m.get("username").and_then(|n| decode::non_empty(n, "username", diags));
+    let tls = match m.get("tls") {
+        None => TlsSettings::default(),
+        Some(n) => {
+            let t = MapReader::new(n, "tls", VNC_TLS_KEYS, diags)?;
+            let settings = TlsSettings {
+                ca_file: t.get("ca").and_then(|n| decode::non_empty(n, "ca", diags)).map(|p| expand_home(&p)),
+                fingerprint_sha256: t.get("fingerprint").and_then(|n| decode::non_empty(n, "fingerprint", diags)),
+                server_name: t.get("server_name").and_then(|n| decode::non_empty(n, "server_name", diags)),
+            };
+            if let Some(fp) = t.get("fingerprint")
+                && let Some(text) = fp.as_str()
+                && let Err(e) = crate::rfb::tls::parse_fingerprint(text)
+            {
+                diags.push(Diagnostic::new(
+                    &fp.span,
+                    format!("{e}; copy it from `openssl x509 -noout -fingerprint -sha256 -in CERT`"),
+                ));
+            }
+            settings
+        }
+    };
+    let given: Vec<&str> = ["host", "unix", "websocket"].into_iter().filter(|k| m.has(k)).collect();
+    if given.len() > 1 {
+        if let Some(n) = m.get(given[1]) {
+            diags.push(Diagnostic::new(
+                &n.span,
+                format!("give one of host, unix or websocket, not {}", given.join(" and ")),
+            ));
+        }
+        return None;
+    }
+    let transport = match m.get("transport") {
+        None => None,
+        Some(n) => match n.as_str() {
+            Some(t @ ("tcp" | "tls")) if m.has("host") => Some(t),
+            Some("tcp" | "tls") => {
+                diags.push(Diagnostic::new(&n.span, "transport applies to host:port servers only"));
+                return None;
+            }
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "transport must be tcp or tls (TLS from the first byte)"));
+                return None;
+            }
+        },
+    };
+    let endpoint = if let Some(n) = m.get("unix") {
+        if let Some(p) = m.get("port") {
+            diags.push(Diagnostic::new(&p.span, "a unix socket has no port"));
+        }
+        Endpoint::Unix(expand_home(&decode::non_empty(n, "unix", diags)?))
+    } else if let Some(n) = m.get("websocket") {
+        if let Some(p) = m.get("port") {
+            diags.push(Diagnostic::new(&p.span, "the websocket URL carries the port"));
+        }
+        let text = decode::non_empty(n, "websocket", diags)?;
+        match WebSocketUrl::parse(&text) {
+            Ok(url) => Endpoint::WebSocket(WebSocketEndpoint { url, headers: Vec::new(), tls: tls.clone() }),
+            Err(e) => {
+                diags.push(Diagnostic::new(&n.span, e.to_string()));
+                return None;
+            }
+        }
+    } else {
+        let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "host", diags));
+        let port = m.get("port").map_or(Some(5900), |n| decode::integer(n, "port", 1, 65535, diags));
+        let (host, port) = (host?, port? as u16);
+        match transport {
+            Some("tls") => Endpoint::Tls { host, port, tls: tls.clone() },
+            _ => Endpoint::Tcp { host, port },
+        }
+    };
+    if let Some(ca) = &tls.ca_file
+        && !ca.is_file()
+        && let Some(n) = m.get("tls")
+    {
+        diags.push(Diagnostic::new(&n.span, format!("the CA file {} does not exist", ca.display())));
+    }
+    Some(VncServer { endpoint, password, username, tls })
 }
 
 #[cfg(test)]
@@ -636,7 +721,7 @@ mod tests {
         let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
         match &inv.target(Some("lab")).unwrap().backend {
             Backend::Vnc(v) => {
-                assert_eq!((v.host.as_str(), v.port), ("127.0.0.2", 5901));
+                assert_eq!(v.endpoint, crate::rfb::Endpoint::tcp("127.0.0.2", 5901));
                 assert_eq!(v.password, Some(SecretSource::Env("LABPW".into())));
             }
             _ => panic!("not vnc"),

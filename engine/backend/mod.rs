@@ -59,6 +59,32 @@ pub struct VncAccess {
     pub password: Option<String>,
     /// Encoding preference; `None` for the client's default (ZRLE first).
     pub encodings: Option<Vec<crate::rfb::Encoding>>,
+    /// VeNCrypt Plain username.
+    pub username: Option<String>,
+    /// Certificate checks for VeNCrypt X509 subtypes.
+    pub tls: crate::rfb::TlsSettings,
+}
+
+impl VncAccess {
+    /// An access without VeNCrypt settings.
+    pub fn plain(endpoint: Endpoint, password: Option<String>) -> VncAccess {
+        VncAccess { endpoint, password, encodings: None, username: None, tls: Default::default() }
+    }
+
+    /// Connection options for this access (`timeout` per connect/handshake).
+    pub fn connect_options(&self, timeout: Duration) -> crate::rfb::ConnectOptions {
+        let mut opts = crate::rfb::ConnectOptions {
+            password: self.password.clone(),
+            timeout,
+            username: self.username.clone(),
+            tls: self.tls.clone(),
+            ..Default::default()
+        };
+        if let Some(e) = &self.encodings {
+            opts.encodings = e.clone();
+        }
+        opts
+    }
 }
 
 /// Context for preparing a machine.
@@ -96,9 +122,11 @@ impl Machine {
                     None => None,
                 };
                 Display::Vnc(VncAccess {
-                    endpoint: Endpoint::Tcp { host: v.host.clone(), port: v.port },
+                    endpoint: v.endpoint.clone(),
                     password,
                     encodings: None,
+                    username: v.username.clone(),
+                    tls: v.tls.clone(),
                 })
             }
         };
