@@ -330,6 +330,12 @@ pub struct WebSocketStream<S> {
 }
 
 impl<S> WebSocketStream<S> {
+    /// A websocket on a stream whose upgrade already happened (for in-test
+    /// peers and fuzzing; [`connect`] is the way in otherwise).
+    pub fn after_upgrade(inner: S) -> WebSocketStream<S> {
+        WebSocketStream::new(inner, Vec::new())
+    }
+
     fn new(inner: S, leftover: Vec<u8>) -> WebSocketStream<S> {
         WebSocketStream {
             inner,
