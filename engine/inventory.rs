@@ -204,6 +204,7 @@ pub const QEMU_KEYS: &[&str] = &[
     "accel",
     "vnc",
     "ssh_forward",
+    "tablet",
     "extra_args",
     "shutdown_timeout",
 ];
@@ -706,6 +707,9 @@ fn qemu_settings(node: &Node, diags: &mut Diagnostics) -> Option<crate::vm::qemu
     }
     if let Some(b) = m.get("ssh_forward").and_then(|n| decode::boolean(n, "qemu.ssh_forward", diags)) {
         q.ssh_forward = b;
+    }
+    if let Some(b) = m.get("tablet").and_then(|n| decode::boolean(n, "qemu.tablet", diags)) {
+        q.tablet = b;
     }
     if let Some(n) = m.get("extra_args") {
         q.extra_args = match &n.value {

@@ -94,6 +94,8 @@ pub struct QemuSettings {
     pub vnc: VncListen,
     /// Forward a loopback port to the guest's SSH (port 22).
     pub ssh_forward: bool,
+    /// A USB tablet, so VNC pointer positions are absolute (clicks land where aimed).
+    pub tablet: bool,
     /// Appended to QEMU's command line as is.
     pub extra_args: Vec<String>,
     /// How long the guest gets to power off after an ACPI power-down request.
@@ -115,6 +117,7 @@ impl Default for QemuSettings {
             accel: Accel::Auto,
             vnc: VncListen::Tcp,
             ssh_forward: false,
+            tablet: true,
             extra_args: Vec::new(),
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -298,6 +301,9 @@ impl QemuVm {
         push(&["-name", &format!("smoke-{}", self.name), "-machine", &s.machine]);
         push(&["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "std"]);
+        if s.tablet {
+            push(&["-usb", "-device", "usb-tablet"]);
+        }
         if let Some(k) = &s.kernel {
             push(&["-kernel", &path(k)]);
         }
