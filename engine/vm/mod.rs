@@ -10,6 +10,7 @@
 //! The trait is dyn-compatible: methods return boxed futures ([`VmFuture`]),
 //! so a `Box<dyn VmBackend>` can be chosen from the inventory at run time.
 
+pub mod qemu;
 pub mod qmp;
 pub mod serial;
 
