@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use qemu_support::Guest;
 use smoke::events::EventLog;
+use smoke::input::layout::{SC_ALT_R, SC_CTRL_L, SC_SHIFT_L, SC_SHIFT_R};
 use smoke::input::{Layout, type_text};
+use smoke::rfb::VncClient;
 use smoke::runner::screen::{Screen, TypeOptions};
 
 const LINES: usize = 6;
@@ -106,11 +108,16 @@ async fn collect(guest: &Guest, from: usize, want: usize, quiet: Duration, limit
 }
 
 /// After a lossy run the guest may hold a key down whose release QEMU
-/// dropped, and tty1 may hold half a line: let QEMU's queue drain, press
-/// Enter (smoke then releases Shift and AltGr) and wait until the serial
-/// console is quiet.
-async fn reset(guest: &Guest, screen: &Screen) {
-    tokio::time::sleep(Duration::from_millis(500)).await;
+/// dropped (QEMU's own key state already says "up", so it ignores a second
+/// release: press and release again), and tty1 may hold half a line: let
+/// QEMU's queue drain, tap the modifiers, press Enter and wait until the
+/// serial console is quiet.
+async fn reset(guest: &Guest, client: &VncClient, screen: &Screen) {
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    for (keysym, scancode) in [(0xffe1, SC_SHIFT_L), (0xffe2, SC_SHIFT_R), (0xfe03, SC_ALT_R), (0xffe3, SC_CTRL_L)] {
+        client.key_code(keysym, scancode, true).await.unwrap();
+        client.key_code(keysym, scancode, false).await.unwrap();
+    }
     let slow = TypeOptions { interval: Duration::from_millis(40), confirm: None };
     screen.type_with(0, "\n", slow).await.unwrap();
     let from = guest.serial().len();
@@ -172,7 +179,7 @@ fn main() {
             let lines = run_lines(run, kind);
             let text = format!("{}\n", lines.join("\n"));
             let events: usize = type_text(&text, Some(Layout::Us)).unwrap().iter().map(Vec::len).sum();
-            reset(&guest, &screen).await;
+            reset(&guest, &client, &screen).await;
             let from = guest.serial().len();
             let start = Instant::now();
             let opts = TypeOptions { interval: Duration::from_millis(interval), confirm: None };
@@ -206,7 +213,7 @@ fn main() {
                 // --force-caps Shift around upper case and US symbols too
                 let shifted = |c: char| c.is_ascii_uppercase() || "~!@#$%^&*()_+{}|:\"<>?".contains(c);
                 let events: usize = text.chars().map(|c| if force_caps && shifted(c) { 4 } else { 2 }).sum();
-                reset(&guest, &screen).await;
+                reset(&guest, &client, &screen).await;
                 let from = guest.serial().len();
                 let start = Instant::now();
                 let o = cmd.output().unwrap();
