@@ -21,6 +21,7 @@ packages=(
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
   busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
+  dropbear-bin                                # SSH server of the test guest's ssh variant
   kbd                                         # loadkeys -b: the guest's German keymap (scripts/build-de-keymap.sh)
 )
 
