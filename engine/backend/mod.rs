@@ -306,12 +306,10 @@ async fn wait_vnc_banner(endpoint: &Endpoint, budget: Duration) -> Result<(), Ba
     loop {
         let attempt = async {
             let mut banner = [0u8; 12];
-            match endpoint {
-                Endpoint::Tcp { host, port } => {
-                    tokio::net::TcpStream::connect((host.as_str(), *port)).await?.read_exact(&mut banner).await?
-                }
-                Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await?.read_exact(&mut banner).await?,
-            };
+            let mut stream = crate::rfb::transport::connect(endpoint, Duration::from_secs(2))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            stream.read_exact(&mut banner).await?;
             Ok::<_, std::io::Error>(banner.starts_with(b"RFB "))
         };
         if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
