@@ -129,6 +129,31 @@ impl EventSink for Console {
                 self.line(format!("  evidence: {item} -> {what}"));
             }
             Event::Warning { message } if v > Verbosity::Quiet => self.line(format!("  note: {message}")),
+            Event::Boot { summary, stages, log, .. } => {
+                let ladder: Vec<String> =
+                    stages.iter().map(|h| format!("{} {:.1}s", h.stage, h.at_ms as f64 / 1000.0)).collect();
+                let mut s = format!("  boot: {summary}");
+                if v > Verbosity::Quiet && !ladder.is_empty() {
+                    s.push_str(&format!("
+        stages: {}", ladder.join(" -> ")));
+                }
+                if let Some(l) = log {
+                    s.push_str(&format!("
+        serial log: {l}"));
+                }
+                self.line(s);
+            }
+            Event::Rewind { step, checkpoint, to_step, duration_ms, .. } if v > Verbosity::Quiet => self.line(format!(
+                "  rewind: step {step} failed; rolled back to checkpoint {checkpoint} in {:.1}s, going on after step {to_step}",
+                *duration_ms as f64 / 1000.0
+            )),
+            Event::Lock { resource, waited_ms, recovered } if v > Verbosity::Quiet && (*waited_ms >= 1000 || recovered.is_some()) => {
+                let mut s = format!("  locked {resource} after {:.1}s", *waited_ms as f64 / 1000.0);
+                if let Some(r) = recovered {
+                    s.push_str(&format!(" (recovered a stale lock of {r})"));
+                }
+                self.line(s);
+            }
             Event::RunFinished { verdict, passed, failed, errors, skipped, duration_ms, reason, .. } => {
                 self.bar.finish_and_clear();
                 let word = match verdict {

@@ -243,6 +243,72 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// A machine lock taken for the run (VM, GPU).
+    Lock {
+        /// `vm qemu:/x`, `gpu 0000:01:00.0 on host`.
+        resource: String,
+        waited_ms: u64,
+        /// A holder that died without releasing it (its pid and what it did).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<String>,
+    },
+    /// How a boot step ended, judged from the serial console.
+    Boot {
+        step: usize,
+        outcome: crate::vm::boot::BootOutcome,
+        /// BOOTED, BOOT-FAILED, STALLED, TIMEOUT.
+        label: String,
+        /// The run's exit code when this ends it (0 for BOOTED).
+        exit_code: i32,
+        /// The furthest stage reached.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<crate::vm::boot::Stage>,
+        /// The first line of each stage, with when it came.
+        stages: Vec<crate::vm::boot::Hit>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<crate::vm::boot::FailureHit>,
+        summary: String,
+        elapsed_ms: u64,
+        silent_ms: u64,
+        /// The end of the serial transcript (escape sequences stripped).
+        transcript: String,
+        /// The whole serial log in the results.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<String>,
+    },
+    /// Serial console traffic of an `expect` or `send` step.
+    Serial {
+        step: usize,
+        /// `expect` or `send`.
+        direction: String,
+        /// What was sent, or the text that matched.
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pattern: Option<String>,
+        elapsed_ms: u64,
+    },
+    /// A checkpoint snapshot was created, deleted (retention, teardown) or kept.
+    Checkpoint {
+        step: usize,
+        name: String,
+        snapshot: String,
+        /// `created`, `deleted`, `kept`.
+        action: String,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A failed step made the run roll the VM back to a checkpoint and go on after it.
+    Rewind {
+        /// The step that failed.
+        step: usize,
+        checkpoint: String,
+        /// The checkpoint's step: the run goes on after it.
+        to_step: usize,
+        /// Why the step failed.
+        error: String,
+        duration_ms: u64,
+    },
     RunFinished {
         verdict: Verdict,
         exit_code: i32,

@@ -37,7 +37,9 @@ enum Command {
     /// Run a scenario on a target.
     ///
     /// Exit codes: 0 passed, 1 a check or step failed, 2 invalid scenario or
-    /// arguments, 3 infrastructure error, 130 interrupted.
+    /// arguments, 3 infrastructure error, 4 the VLM model is missing, 10 a boot
+    /// failed (BOOT-FAILED), 11 a boot stalled (STALLED), 12 a boot ran out of
+    /// time (TIMEOUT), 130 interrupted.
     Run {
         /// The scenario file.
         scenario: PathBuf,
@@ -67,6 +69,19 @@ enum Command {
         /// Ask the vision-language model every question (no cached verdicts are read or stored).
         #[arg(long)]
         no_cache: bool,
+        /// Start at main step N; the steps before it are skipped (see `smoke validate --plan`).
+        #[arg(long, value_name = "N", conflicts_with = "from_checkpoint")]
+        from_step: Option<usize>,
+        /// VM targets: roll back to the snapshot of `checkpoint: NAME` an earlier
+        /// run kept (keep_checkpoints) and start after that step.
+        #[arg(long, value_name = "NAME")]
+        from_checkpoint: Option<String>,
+        /// VM targets: leave checkpoint snapshots on the VM after the run.
+        #[arg(long)]
+        keep_checkpoints: bool,
+        /// VM targets: how long to wait for a VM (or GPU) another run holds.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        lock_timeout: Option<std::time::Duration>,
     },
     /// Prepare a target and open a shell in it (the local desktop's DISPLAY and
     /// HOME); the target is torn down when the shell exits.
@@ -233,6 +248,26 @@ enum Command {
     /// or --password-file, never from the command line. Exit codes: 0 done,
     /// 1 typed text never showed (--confirm), 2 bad arguments, 3 connection
     /// or server error.
+    /// Show the machine locks (VMs, GPUs) and who holds them; `--hold KEY`
+    /// takes a VM's lock and keeps it until Ctrl-C (keeps runs off a VM under
+    /// maintenance). Exit codes: 0 done, 3 the lock stayed busy or the lock
+    /// directory is unusable.
+    Locks {
+        /// Lock directory (default: $SMOKE_LOCK_DIR, else $XDG_RUNTIME_DIR/smoke/locks, else /tmp/smoke-locks-$UID).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Take the lock on this VM key (as `smoke targets` shows it, e.g. qemu:/images/a.qcow2) and hold it.
+        #[arg(long, value_name = "KEY")]
+        hold: Option<String>,
+        /// With --hold: how long to wait while another process holds it.
+        #[arg(long, value_parser = parse_duration, default_value = "30m")]
+        timeout: std::time::Duration,
+        /// With --hold: what the holder is doing (shown to whoever waits).
+        #[arg(long, default_value = "smoke locks --hold")]
+        purpose: String,
+        #[arg(long)]
+        json: bool,
+    },
     Vnc {
         #[command(flatten)]
         conn: VncConnArgs,
@@ -497,6 +532,10 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
             pause_on_failure,
             notify,
             no_cache,
+            from_step,
+            from_checkpoint,
+            keep_checkpoints,
+            lock_timeout,
         } => {
             let update = match update_references {
                 None => UpdateReferences::None,
@@ -514,6 +553,13 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
                 verbosity,
                 history_root: None,
                 pause_on_failure,
+                start_at: match (from_step, from_checkpoint) {
+                    (Some(n), _) => smoke::runner::vm::StartAt::Step(n),
+                    (None, Some(c)) => smoke::runner::vm::StartAt::Checkpoint(c),
+                    (None, None) => smoke::runner::vm::StartAt::Beginning,
+                },
+                keep_checkpoints,
+                lock_timeout,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -674,6 +720,7 @@ fn dispatch(command: Command, verbosity: Verbosity) -> anyhow::Result<u8> {
         Command::Needle { command: NeedleCommand::Import { files, to } } => needle_import(&files, &to),
         Command::Image { command } => image(command),
         Command::Vnc { conn, verb } => Ok(vnc(conn, verb)),
+        Command::Locks { dir, hold, timeout, purpose, json } => locks(dir, hold, timeout, purpose, json),
     }
 }
 
@@ -877,6 +924,75 @@ fn vnc_verb(args: VncConnArgs, verb: VncVerb) -> Result<(), smoke::vnc_verbs::Ve
 }
 
 /// First Ctrl-C (or SIGTERM): finish with cleanup. Second Ctrl-C: stop now.
+/// `smoke locks`: list the lock directory, or hold one lock until Ctrl-C.
+fn locks(
+    dir: Option<PathBuf>,
+    hold: Option<String>,
+    timeout: std::time::Duration,
+    purpose: String,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use smoke::vm::lock::{self, LockDir, LockKey, Purpose};
+    let dir = dir.map(LockDir::new).unwrap_or_else(LockDir::from_env);
+    let infra = Verdict::Error.exit_code() as u8;
+    let Some(key) = hold else {
+        let states = match dir.list() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("smoke: {e}");
+                return Ok(infra);
+            }
+        };
+        if json {
+            let rows: Vec<serde_json::Value> = states
+                .iter()
+                .map(|s| serde_json::json!({"file": s.path.display().to_string(), "held": s.held, "holder": s.holder}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+            return Ok(0);
+        }
+        if states.is_empty() {
+            println!("no locks in {}", dir.path.display());
+        }
+        for s in states {
+            let line = match (&s.holder, s.held) {
+                (Some(h), true) => format!("{}  held by {}", h.key, h.describe()),
+                (None, true) => format!("{}  held (holder unknown)", s.path.display()),
+                (Some(h), false) => {
+                    format!("{}  free (stale record of pid {} that ended without releasing it)", h.key, h.pid)
+                }
+                (None, false) => format!("{}  free", s.path.display()),
+            };
+            println!("{line}");
+        }
+        return Ok(0);
+    };
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(async {
+        let key = LockKey::vm(key);
+        // registered before the lock is taken: a SIGTERM right after must still release it cleanly
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let guard = match lock::acquire(&dir, &key, &Purpose { what: purpose, run: None }, timeout).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("smoke: {e}");
+                return Ok(infra);
+            }
+        };
+        println!("{}; holding it (pid {}) until Ctrl-C", guard.note(), std::process::id());
+        match term.as_mut() {
+            Some(t) => tokio::select! { _ = tokio::signal::ctrl_c() => (), _ = t.recv() => () },
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        drop(guard);
+        eprintln!("smoke: released {key}");
+        Ok(0)
+    })
+}
+
 async fn watch_signals(tx: watch::Sender<Cancel>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     loop {

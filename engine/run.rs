@@ -47,6 +47,12 @@ pub struct RunRequest {
     pub pause_on_failure: bool,
     /// `--no-cache`: ask the model even when the cache knows the answer (and store nothing).
     pub no_cache: bool,
+    /// `--from-step N` / `--from-checkpoint NAME`.
+    pub start_at: crate::runner::vm::StartAt,
+    /// `--keep-checkpoints`: leave checkpoint snapshots on the VM after the run.
+    pub keep_checkpoints: bool,
+    /// `--lock-timeout`: how long to wait for a VM another run holds.
+    pub lock_timeout: Option<Duration>,
 }
 
 /// How a run ended.
@@ -155,6 +161,14 @@ pub async fn run(req: RunRequest, cancel: watch::Receiver<Cancel>) -> RunReport 
                 };
             }
         };
+    if let Err(m) = req.start_at.first_index(&prepared.plan) {
+        return RunReport {
+            verdict: Verdict::Invalid,
+            exit_code: Verdict::Invalid.exit_code(),
+            results: None,
+            message: Some(format!("smoke: {m}")),
+        };
+    }
     run_prepared(prepared, &req, cancel).await
 }
 
@@ -203,7 +217,7 @@ pub async fn run_with_sink(
         Err(e) => Err(e),
     };
     let (verdict, counts, reason, exit_code) = match outcome {
-        Ok(r) => (r.verdict, (r.passed, r.failed, r.errors, r.skipped), r.reason, r.verdict.exit_code()),
+        Ok(r) => (r.verdict, (r.passed, r.failed, r.errors, r.skipped), r.reason.clone(), r.exit_code()),
         Err((code, message)) => {
             let skipped = p.plan.all_steps().count();
             (Verdict::Error, (0, 0, 0, skipped), Some(message), code)
@@ -370,6 +384,9 @@ async fn execute(
             frame_index: Some(frame_index),
             pause,
             vlm,
+            vm: None,
+            start_at: req.start_at.clone(),
+            keep_checkpoints: req.keep_checkpoints,
         });
         let result = runner.run().await;
         for r in runner.created_references() {

@@ -221,6 +221,9 @@ pub async fn run(
                 history_root: Some(opts.results_root.clone()),
                 pause_on_failure: false,
                 no_cache: opts.no_cache,
+                start_at: crate::runner::vm::StartAt::Beginning,
+                keep_checkpoints: false,
+                lock_timeout: None,
             };
             let t0 = Instant::now();
             let report = run::run_with_sink(p, &req, rx, Box::new(BarSink { bar: bar.clone(), total: 0 })).await;

@@ -33,6 +33,12 @@ pub struct Summary {
     /// What the vision-language model cost this run (absent when it was not asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vlm: Option<VlmTotals>,
+    /// How the last boot step ended: outcome, stages, failure, transcript tail, serial log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<serde_json::Value>,
+    /// Rollbacks to checkpoints after failed steps.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewinds: Vec<serde_json::Value>,
 }
 
 /// Totals of the run's questions to the vision-language model.
@@ -112,6 +118,8 @@ pub fn from_events(records: &[Record]) -> Summary {
         forensics: Vec::new(),
         warnings: Vec::new(),
         vlm: None,
+        boot: None,
+        rewinds: Vec::new(),
     };
     for r in records {
         match &r.event {
@@ -225,6 +233,18 @@ pub fn from_events(records: &[Record]) -> Summary {
                 }
             }
             Event::Warning { message } => s.warnings.push(message.clone()),
+            Event::Boot { .. } | Event::Rewind { .. } => {
+                if let Ok(mut v) = serde_json::to_value(&r.event) {
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("event");
+                    }
+                    if matches!(r.event, Event::Boot { .. }) {
+                        s.boot = Some(v);
+                    } else {
+                        s.rewinds.push(v);
+                    }
+                }
+            }
             Event::RunFinished { verdict, exit_code, duration_ms, reason, .. } => {
                 s.verdict = *verdict;
                 s.exit_code = *exit_code;

@@ -14,6 +14,7 @@
 
 pub mod checks;
 pub mod screen;
+pub mod vm;
 
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,18 @@ pub struct RunResult {
     pub errors: usize,
     pub skipped: usize,
     pub reason: Option<String>,
+    /// A boot step that did not pass ended the run this way (its exit code wins).
+    pub boot: Option<crate::vm::boot::BootOutcome>,
+}
+
+impl RunResult {
+    /// The process exit code: a failed boot's (10, 11, 12), else the verdict's.
+    pub fn exit_code(&self) -> i32 {
+        match self.boot {
+            Some(b) if self.verdict == Verdict::Failed && !b.passed() => b.exit_code(),
+            _ => self.verdict.exit_code(),
+        }
+    }
 }
 
 /// Something that tells which recording frame is current (for step timelines).
@@ -129,6 +142,11 @@ pub struct Runner<'a> {
     blinkers: Vec<(crate::geometry::Rect, Vec<u64>)>,
     /// Images shown to the model, saved once each (hash -> results path).
     vlm_images: std::collections::HashMap<String, String>,
+    /// The VM, when the target is one (boot, serial, checkpoints).
+    vm: Option<&'a mut dyn crate::vm::VmBackend>,
+    vm_state: vm::VmState,
+    start_at: vm::StartAt,
+    keep_checkpoints: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +176,13 @@ pub struct RunnerParts<'a> {
     pub pause: Option<PauseOnFailure>,
     /// The run's vision-language model (after its preflight).
     pub vlm: Option<std::sync::Arc<crate::vlm::Vlm>>,
+    /// The VM, when the target is one.
+    pub vm: Option<&'a mut dyn crate::vm::VmBackend>,
+    /// Where the main steps start (`--from-step`, `--from-checkpoint`).
+    pub start_at: vm::StartAt,
+    /// Keep checkpoint snapshots after the run (`--keep-checkpoints`; the
+    /// scenario's `keep_checkpoints` counts too).
+    pub keep_checkpoints: bool,
 }
 
 /// What `--pause-on-failure` prints while the target is kept up.
@@ -190,6 +215,10 @@ impl<'a> Runner<'a> {
             pause: p.pause,
             blinkers: Vec::new(),
             vlm_images: std::collections::HashMap::new(),
+            keep_checkpoints: p.keep_checkpoints || p.plan.checkpoints.keep,
+            vm: p.vm,
+            vm_state: vm::VmState::default(),
+            start_at: p.start_at,
         }
     }
 
@@ -199,11 +228,43 @@ impl<'a> Runner<'a> {
     }
 
     pub async fn run(&mut self) -> RunResult {
-        let mut r = RunResult { verdict: Verdict::Passed, passed: 0, failed: 0, errors: 0, skipped: 0, reason: None };
+        let mut r = RunResult {
+            verdict: Verdict::Passed,
+            passed: 0,
+            failed: 0,
+            errors: 0,
+            skipped: 0,
+            reason: None,
+            boot: None,
+        };
         let mut stop: Option<String> = None;
         let mut cancelled = false;
         self.interrupt_at = Cancel::Soft;
-        for ps in &self.plan.steps {
+        let plan = self.plan;
+        let mut i = match self.start_at.first_index(plan) {
+            Ok(i) => i,
+            Err(m) => {
+                stop = Some(m);
+                0
+            }
+        };
+        for ps in &plan.steps[..i] {
+            let why = match &self.start_at {
+                vm::StartAt::Checkpoint(c) => format!("before checkpoint {c} (--from-checkpoint)"),
+                _ => format!("before step {} (--from-step)", i + 1),
+            };
+            self.skip(ps, &why, &mut r);
+        }
+        if stop.is_none()
+            && let vm::StartAt::Checkpoint(name) = self.start_at.clone()
+            && let Err(m) = self.resume_from(&name).await
+        {
+            r.errors += 1;
+            r.reason = Some(m.clone());
+            stop = Some(m);
+        }
+        while let Some(ps) = plan.steps.get(i) {
+            i += 1;
             if stop.is_none() && *self.cancel.borrow() >= Cancel::Soft {
                 stop = Some("interrupted".into());
                 cancelled = true;
@@ -220,15 +281,29 @@ impl<'a> Runner<'a> {
                     stop = Some("interrupted".into());
                 }
                 _ => {
+                    let error = r.reason.clone().unwrap_or_default();
+                    if let Some(next) = self.rewind(ps, &error).await {
+                        // the failure is superseded by the retry path: not counted
+                        if status == StepStatus::Failed {
+                            r.failed -= 1;
+                        } else {
+                            r.errors -= 1;
+                        }
+                        r.reason = None;
+                        i = next;
+                        continue;
+                    }
+                    if let Some((_, b)) = self.vm_state.boots.iter().find(|(n, _)| *n == ps.number) {
+                        r.boot = Some(*b);
+                    }
                     stop = Some(format!("step {} did not pass", ps.number));
                     if self.pause_here(ps).await == PauseDecision::Abort {
                         self.events.emit(Event::Warning { message: "aborted at the pause: cleanup skipped".into() });
-                        for rest in
-                            self.plan.steps.iter().filter(|s| s.number > ps.number).chain(self.plan.cleanup.iter())
-                        {
+                        for rest in plan.steps[i..].iter().chain(plan.cleanup.iter()) {
                             self.skip(rest, "aborted at the pause after a failure", &mut r);
                         }
                         r.verdict = if r.errors > 0 { Verdict::Error } else { Verdict::Failed };
+                        self.finish_checkpoints().await;
                         return r;
                     }
                 }
@@ -252,6 +327,9 @@ impl<'a> Runner<'a> {
                 continue;
             }
             self.step(ps, &mut r).await;
+        }
+        if *self.cancel.borrow() < Cancel::Hard {
+            self.finish_checkpoints().await;
         }
         r.verdict = if r.errors > 0 {
             Verdict::Error
@@ -325,7 +403,9 @@ impl<'a> Runner<'a> {
                 frame: self.frame_index.as_ref().map(|f| f()),
             });
             let a = self.attempt(ps, attempt).await;
-            let retryable = matches!(a.result, Err(StepError::Failed(_)) | Err(StepError::Infra(_)));
+            // a boot happens once: watching it again would judge the same transcript
+            let retryable = matches!(a.result, Err(StepError::Failed(_)) | Err(StepError::Infra(_)))
+                && !matches!(ps.step.action, Action::Boot(_));
             if a.result.is_ok() || !retryable || attempt > retries {
                 break a;
             }
@@ -512,6 +592,10 @@ impl<'a> Runner<'a> {
             }
             Action::Shell(s) => self.shell(n, s, ps.step.timeout.unwrap_or(SHELL_TIMEOUT)).await,
             Action::Launch(l) => self.launch(n, l).await,
+            Action::Boot(b) => self.boot(n, b, ps.step.timeout).await,
+            Action::SerialExpect(e) => self.serial_expect(n, e, budget).await,
+            Action::SerialSend(s) => self.serial_send(n, s).await,
+            Action::Checkpoint(name) => self.checkpoint(n, name).await,
         }
     }
 

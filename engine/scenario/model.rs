@@ -54,6 +54,16 @@ pub const ACTIONS: &[(&str, &str)] = &[
         "Ask the vision-language model a yes/no question; when yes, run the steps under `then` (a guard for dialogs that may or may not appear). Never fails the scenario.",
     ),
     ("routine", "Call a routine from routines/ with inputs given in `with`."),
+    (
+        "boot",
+        "VM targets: follow the boot on the serial console until the login prompt or `marker` (BOOTED); a kernel panic, oops, emergency mode or missing root is BOOT-FAILED (exit 10), silence after the kernel started STALLED (11), the budget spent TIMEOUT (12).",
+    ),
+    ("expect", "VM targets: wait until the serial console prints text matching `serial: REGEX`."),
+    ("send", "VM targets: type `serial: TEXT` into the serial console (escapes: \\n, \\r, \\t, \\e, \\xHH, \\\\)."),
+    (
+        "checkpoint",
+        "VM targets: snapshot the VM under this name; with `rewind_on_failure` a later failed step rolls back here and goes on once.",
+    ),
 ];
 
 /// Keys every step may carry besides its action.
@@ -100,6 +110,15 @@ pub const TARGET_KEYS: &[&str] = &[
     "duration",
 ];
 pub const SCREENSHOT_KEYS: &[&str] = &["name", "region"];
+pub const BOOT_KEYS: &[&str] = &["marker", "login", "timeout", "stall", "failures"];
+pub const SERIAL_EXPECT_KEYS: &[&str] = &["serial", "timeout"];
+pub const SERIAL_SEND_KEYS: &[&str] = &["serial"];
+/// Budget of a boot step without `timeout`.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Serial silence after the kernel started that a boot step calls a stall by default.
+pub const BOOT_STALL: Duration = Duration::from_secs(60);
+/// Longest checkpoint name (the snapshot is `smoke-NAME`; Proxmox allows 40 characters).
+pub const CHECKPOINT_NAME_MAX: usize = 32;
 pub const CHECK_KINDS: &[(&str, &str)] = &[
     ("ocr", "Text read by OCR (tesseract): substring or regex, optionally in a region."),
     ("ssim", "Structural similarity of the screen (or a region) to a reference image."),
@@ -177,6 +196,42 @@ pub enum Action {
     /// Only the step's expectations.
     Verify,
     Screenshot(ScreenshotAction),
+    /// Follow the boot on the serial console.
+    Boot(BootAction),
+    /// Wait for serial output matching a pattern.
+    SerialExpect(SerialExpect),
+    /// Type into the serial console.
+    SerialSend(SerialSend),
+    /// Snapshot the VM under a name.
+    Checkpoint(String),
+}
+
+/// `boot:` — how a boot is judged.
+#[derive(Debug, Clone)]
+pub struct BootAction {
+    /// The line that says the system is up; `None`: a getty login prompt.
+    pub marker: Option<regex::Regex>,
+    /// With a marker: a login prompt counts as booted too.
+    pub login: bool,
+    /// Overall budget (else the step's `timeout`, else [`BOOT_TIMEOUT`]).
+    pub timeout: Option<Duration>,
+    pub stall: Duration,
+    /// More lines that mean the boot failed.
+    pub failures: Vec<regex::Regex>,
+}
+
+/// `expect: {serial: REGEX, timeout}`.
+#[derive(Debug, Clone)]
+pub struct SerialExpect {
+    pub pattern: regex::Regex,
+    /// Else the step's `timeout`, else `defaults.timeout`.
+    pub timeout: Option<Duration>,
+}
+
+/// `send: {serial: TEXT}` (escapes already decoded).
+#[derive(Debug, Clone)]
+pub struct SerialSend {
+    pub text: String,
 }
 
 impl Action {
@@ -198,6 +253,19 @@ impl Action {
             Action::ScreenWait => "screen_wait",
             Action::Verify => "verify",
             Action::Screenshot(_) => "screenshot",
+            Action::Boot(_) => "boot",
+            Action::SerialExpect(_) => "expect",
+            Action::SerialSend(_) => "send",
+            Action::Checkpoint(_) => "checkpoint",
+        }
+    }
+
+    /// The VM ability this action needs (`serial`, `snapshots`), if any.
+    pub fn vm_capability(&self) -> Option<&'static str> {
+        match self {
+            Action::Boot(_) | Action::SerialExpect(_) | Action::SerialSend(_) => Some("serial"),
+            Action::Checkpoint(_) => Some("snapshots"),
+            _ => None,
         }
     }
 }
@@ -752,6 +820,10 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
             Action::WaitFor
         }),
         "screenshot" => body.and_then(|n| screenshot(n, diags)).map(Action::Screenshot),
+        "boot" => body.and_then(|n| boot(n, diags)).map(Action::Boot),
+        "expect" => body.and_then(|n| serial_expect(n, diags)).map(Action::SerialExpect),
+        "send" => body.and_then(|n| serial_send(n, diags)).map(Action::SerialSend),
+        "checkpoint" => body.and_then(|n| checkpoint_name(n, diags)).map(Action::Checkpoint),
         "routine" => None, // expanded by the plan; never decoded as a step
         _ => None,
     };
@@ -759,6 +831,166 @@ pub fn decode_step(node: &Node, defaults: &Defaults, diags: &mut Diagnostics) ->
         return None;
     }
     Some(Step { label, timeout, retries, action: action?, expect, wait_change, wait_still, span: node.span.clone() })
+}
+
+/// A regular expression matched against serial console text.
+fn serial_regex(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<regex::Regex> {
+    let s = decode::text(node, what, diags)?;
+    if s.is_empty() {
+        diags.push(Diagnostic::new(&node.span, format!("{what} must not be empty")));
+        return None;
+    }
+    match regex::Regex::new(&s) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(&node.span, format!("{what} is not a valid regular expression: {e}"))
+                    .with_help("escape characters such as ( [ . * + ? with a backslash to match them literally"),
+            );
+            None
+        }
+    }
+}
+
+/// `boot: {marker, login, timeout, stall, failures}`, `boot: MARKER` or `boot: true`.
+fn boot(node: &Node, diags: &mut Diagnostics) -> Option<BootAction> {
+    let mut action = BootAction { marker: None, login: true, timeout: None, stall: BOOT_STALL, failures: Vec::new() };
+    match &node.value {
+        Value::Bool(true) | Value::Null => return Some(action),
+        Value::Bool(false) => {
+            diags.push(Diagnostic::new(&node.span, "boot: false boots nothing").with_help("remove the step"));
+            return None;
+        }
+        Value::Str(_) => {
+            action.marker = Some(serial_regex(node, "boot marker", diags)?);
+            return Some(action);
+        }
+        _ => {}
+    }
+    let m = MapReader::new(node, "a boot step", BOOT_KEYS, diags)?;
+    let before = diags.len();
+    action.marker = m.get("marker").and_then(|n| serial_regex(n, "marker", diags));
+    if let Some(n) = m.get("login") {
+        action.login = decode::boolean(n, "login", diags).unwrap_or(true);
+        if !action.login && action.marker.is_none() && !m.has("marker") {
+            diags.push(
+                Diagnostic::new(&n.span, "login: false without a marker leaves nothing that says the boot is done")
+                    .with_help("add `marker: REGEX` (a line your image prints when it is up)"),
+            );
+        }
+    }
+    action.timeout = m.get("timeout").and_then(|n| decode::duration(n, "timeout", diags));
+    if let Some(n) = m.get("stall") {
+        match decode::duration(n, "stall", diags) {
+            Some(d) if d.is_zero() => {
+                diags.push(Diagnostic::new(&n.span, "stall must be longer than 0s"));
+            }
+            Some(d) => action.stall = d,
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("failures") {
+        for item in decode::list(n, "failures", true, diags).unwrap_or_default() {
+            if let Some(r) = serial_regex(item, "failure marker", diags) {
+                action.failures.push(r);
+            }
+        }
+    }
+    (diags.len() == before).then_some(action)
+}
+
+/// `expect: {serial: REGEX, timeout: 30s}`.
+fn serial_expect(node: &Node, diags: &mut Diagnostics) -> Option<SerialExpect> {
+    if !matches!(node.value, Value::Map(_)) {
+        diags.push(
+            Diagnostic::new(&node.span, format!("expect must be a map, found {}", node.kind()))
+                .with_help("write `expect: {serial: \"login: \"}`"),
+        );
+        return None;
+    }
+    let m = MapReader::new(node, "an expect step", SERIAL_EXPECT_KEYS, diags)?;
+    let pattern = m.required("serial", diags).and_then(|n| serial_regex(n, "serial", diags));
+    let timeout = m.get("timeout").and_then(|n| decode::duration(n, "timeout", diags));
+    if m.has("timeout") && timeout.is_none() {
+        return None;
+    }
+    Some(SerialExpect { pattern: pattern?, timeout })
+}
+
+/// `send: {serial: TEXT}`: backslash escapes are decoded.
+fn serial_send(node: &Node, diags: &mut Diagnostics) -> Option<SerialSend> {
+    if !matches!(node.value, Value::Map(_)) {
+        diags.push(
+            Diagnostic::new(&node.span, format!("send must be a map, found {}", node.kind()))
+                .with_help("write `send: {serial: \"root\\n\"}`"),
+        );
+        return None;
+    }
+    let m = MapReader::new(node, "a send step", SERIAL_SEND_KEYS, diags)?;
+    let n = m.required("serial", diags)?;
+    let raw = decode::text(n, "serial", diags)?;
+    match unescape(&raw) {
+        Ok(text) if text.is_empty() => {
+            diags.push(Diagnostic::new(&n.span, "send: serial text must not be empty"));
+            None
+        }
+        Ok(text) => Some(SerialSend { text }),
+        Err(why) => {
+            diags.push(
+                Diagnostic::new(&n.span, why)
+                    .with_help("escapes: \\n \\r \\t \\e (ESC) \\0 \\xHH \\\\; write \\\\ for a backslash"),
+            );
+            None
+        }
+    }
+}
+
+/// Decode `\n \r \t \e \0 \xHH \\` in text sent to a serial console.
+pub fn unescape(s: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('e') => out.push('\u{1b}'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(b) if hex.len() == 2 && b < 0x80 => out.push(char::from(b)),
+                    _ => return Err(format!("\\x{hex} is not an escape: write \\x and two hex digits below 80")),
+                }
+            }
+            Some(other) => return Err(format!("unknown escape \\{other}")),
+            None => return Err("the text ends with a lone backslash".to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// `checkpoint: NAME`: a letter, then letters, digits, '-' and '_'.
+fn checkpoint_name(node: &Node, diags: &mut Diagnostics) -> Option<String> {
+    let name = decode::non_empty(node, "checkpoint", diags)?;
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && name.len() <= CHECKPOINT_NAME_MAX;
+    if !ok {
+        diags.push(
+            Diagnostic::new(&node.span, format!("'{name}' is not a checkpoint name"))
+                .with_help(format!(
+                    "start with a letter; then letters, digits, '-' and '_'; at most {CHECKPOINT_NAME_MAX} characters (it names a VM snapshot)"
+                )),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 /// `wait_still: 1s` or `{for: 1s, region: RECT, tolerance: 8}`.
@@ -1655,6 +1887,13 @@ pub fn default_label(step: &Step) -> String {
         },
         Action::Verify => format!("verify {}", checks()),
         Action::Screenshot(s) => format!("screenshot {}", s.name),
+        Action::Boot(b) => match &b.marker {
+            Some(m) => format!("boot until /{}/", short(m.as_str())),
+            None => "boot until a login prompt".into(),
+        },
+        Action::SerialExpect(e) => format!("expect serial /{}/", short(e.pattern.as_str())),
+        Action::SerialSend(s) => format!("send serial \"{}\"", short(&s.text.escape_default().to_string())),
+        Action::Checkpoint(name) => format!("checkpoint {name}"),
     }
 }
 

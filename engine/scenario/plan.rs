@@ -21,8 +21,21 @@ use crate::scenario::template::{Context, Templates};
 use crate::scenario::yaml;
 use crate::secrets::SecretStore;
 
-pub const SCENARIO_KEYS: &[&str] =
-    &["name", "description", "tags", "vars", "defaults", "steps", "cleanup", "forensics"];
+pub const SCENARIO_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "tags",
+    "vars",
+    "defaults",
+    "steps",
+    "cleanup",
+    "forensics",
+    "rewind_on_failure",
+    "retain_checkpoints",
+    "keep_checkpoints",
+];
+/// Checkpoints kept during a run unless the scenario says `retain_checkpoints`.
+pub const RETAIN_CHECKPOINTS: usize = 3;
 pub const FORENSICS_KEYS: &[&str] = &["routine", "with"];
 /// The routine collecting evidence after a failure, unless the scenario names another.
 pub const FORENSICS_ROUTINE: &str = "forensics";
@@ -112,6 +125,44 @@ pub struct Plan {
     pub forensics: Vec<PlannedStep>,
     /// The variables after overrides (secrets are not among them: `secret()` is a function).
     pub vars: serde_json::Value,
+    /// What happens with `checkpoint` steps' snapshots.
+    pub checkpoints: CheckpointPolicy,
+}
+
+/// The scenario's checkpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointPolicy {
+    /// A failed main step after a checkpoint rolls the VM back to the latest
+    /// checkpoint not yet used and goes on after it (once per checkpoint).
+    pub rewind_on_failure: bool,
+    /// Snapshots kept while running: older checkpoints' snapshots are deleted.
+    pub retain: usize,
+    /// Leave the retained snapshots on the VM after the run (for `--from-checkpoint`).
+    pub keep: bool,
+}
+
+impl Default for CheckpointPolicy {
+    fn default() -> Self {
+        CheckpointPolicy { rewind_on_failure: false, retain: RETAIN_CHECKPOINTS, keep: false }
+    }
+}
+
+impl Plan {
+    /// The main step `checkpoint: NAME`.
+    pub fn checkpoint(&self, name: &str) -> Option<&PlannedStep> {
+        self.steps.iter().find(|s| matches!(&s.step.action, Action::Checkpoint(n) if n == name))
+    }
+
+    /// The names of the main steps' checkpoints, in order.
+    pub fn checkpoint_names(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.step.action {
+                Action::Checkpoint(n) => Some(n.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 impl Plan {
@@ -300,6 +351,7 @@ impl<'o> Builder<'o> {
             sources,
         );
         let forensics = self.forensics(m.get("forensics"), &root.span, path, &ctx, sources);
+        let checkpoints = self.checkpoint_policy(&m, &steps, &cleanup);
         let mut vars = ctx.to_json();
         if let Some(o) = vars.as_object_mut() {
             o.remove("os");
@@ -316,7 +368,80 @@ impl<'o> Builder<'o> {
             cleanup,
             forensics,
             vars,
+            checkpoints,
         })
+    }
+
+    /// `rewind_on_failure`, `retain_checkpoints`, `keep_checkpoints`, and
+    /// the checkpoint steps they go with: unique names, main steps only, a
+    /// target that can take snapshots.
+    fn checkpoint_policy(
+        &mut self,
+        m: &MapReader<'_>,
+        steps: &[PlannedStep],
+        cleanup: &[PlannedStep],
+    ) -> CheckpointPolicy {
+        let mut p = CheckpointPolicy::default();
+        let d = &mut self.diags;
+        if let Some(n) = m.get("rewind_on_failure") {
+            p.rewind_on_failure = decode::boolean(n, "rewind_on_failure", d).unwrap_or(false);
+        }
+        if let Some(n) = m.get("retain_checkpoints") {
+            p.retain = decode::integer(n, "retain_checkpoints", 1, 100, d).map_or(p.retain, |v| v as usize);
+        }
+        if let Some(n) = m.get("keep_checkpoints") {
+            p.keep = decode::boolean(n, "keep_checkpoints", d).unwrap_or(false);
+        }
+        let mut seen: Vec<(&str, &Span)> = Vec::new();
+        for ps in steps {
+            if let Action::Checkpoint(name) = &ps.step.action {
+                match seen.iter().find(|(n, _)| *n == name) {
+                    Some((_, first)) => d.push(
+                        Diagnostic::new(&ps.step.span, format!("checkpoint '{name}' is defined twice"))
+                            .with_note(first, "first defined here")
+                            .with_help("give each checkpoint its own name (it names a VM snapshot)"),
+                    ),
+                    None => seen.push((name, &ps.step.span)),
+                }
+            }
+        }
+        for ps in cleanup {
+            if matches!(ps.step.action, Action::Checkpoint(_)) {
+                d.push(
+                    Diagnostic::new(&ps.step.span, "a checkpoint belongs to the main steps, not to cleanup")
+                        .with_help("move it into `steps:`"),
+                );
+            }
+        }
+        let t = &self.opts.target;
+        for key in ["rewind_on_failure", "keep_checkpoints"] {
+            let on = if key == "keep_checkpoints" { p.keep } else { p.rewind_on_failure };
+            if on
+                && !t.capabilities.contains(&"snapshots")
+                && let Some(e) = m.entry(key)
+            {
+                d.push(
+                    Diagnostic::new(
+                        &e.key_span,
+                        format!(
+                            "{key} rolls back VM snapshots, but target '{}' ({} backend) cannot take snapshots",
+                            t.name, t.backend
+                        ),
+                    )
+                    .with_help("run the scenario on a VM target (backend: qemu or proxmox), or remove the key"),
+                );
+            }
+        }
+        if p.rewind_on_failure
+            && seen.is_empty()
+            && let Some(e) = m.entry("rewind_on_failure")
+        {
+            d.push(
+                Diagnostic::new(&e.key_span, "rewind_on_failure needs a `checkpoint: NAME` step to rewind to")
+                    .with_help("add `- checkpoint: booted` after the steps that should not run again"),
+            );
+        }
+        p
     }
 
     /// The forensics steps: the scenario's `forensics:` (a routine call, or
@@ -641,6 +766,34 @@ impl<'o> Builder<'o> {
         if let Action::IfVisible(g) = &step.action {
             for s in &g.then {
                 self.check_capabilities(s);
+                if matches!(s.action, Action::Checkpoint(_)) {
+                    self.diags.push(
+                        Diagnostic::new(&s.span, "a checkpoint cannot be inside an if_visible guard")
+                            .with_help("put it in the main steps, before or after the guard"),
+                    );
+                }
+            }
+        }
+        if let Some(cap) = step.action.vm_capability() {
+            let t = &self.opts.target;
+            if !t.capabilities.contains(&cap) {
+                let what =
+                    if cap == "serial" { "reads and writes the VM's serial console" } else { "takes a VM snapshot" };
+                let ability = if cap == "serial" { "open a serial console" } else { "take snapshots" };
+                self.diags.push(
+                    Diagnostic::new(
+                        &step.span,
+                        format!(
+                            "this {} step {what}, but target '{}' ({} backend) cannot {ability}",
+                            step.action.kind(),
+                            t.name,
+                            t.backend
+                        ),
+                    )
+                    .with_help(
+                        "run the scenario on a VM target whose backend can (see `smoke targets`), or drop the step",
+                    ),
+                );
             }
         }
         let needs = match &step.action {

@@ -82,6 +82,28 @@ fn defs() -> Value {
                 json!({"anyOf": [{"type": "string"}, {"type": "object", "additionalProperties": false, "properties": {
                 "question": {"type": "string"}, "region": {"$ref": "#/$defs/rect"}}, "required": ["question"]}]})
             }
+            "boot" => {
+                json!({"anyOf": [{"const": true}, {"type": "string", "description": "The ready marker (a regular expression)."},
+                {"type": "object", "additionalProperties": false, "properties": {
+                "marker": {"type": "string", "description": "A regular expression for the line that says the system is up (default: a getty login prompt)."},
+                "login": {"type": "boolean", "description": "With a marker: a login prompt counts as booted too (default true)."},
+                "timeout": {"$ref": "#/$defs/duration", "description": "Budget of the whole boot (default 5m): TIMEOUT, exit 12."},
+                "stall": {"$ref": "#/$defs/duration", "description": "Serial silence after the kernel started that is a stall (default 60s): STALLED, exit 11."},
+                "failures": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}], "description": "More regular expressions that mean BOOT-FAILED (exit 10), besides kernel panic, oops, emergency mode, missing root."}}}]})
+            }
+            "expect" => {
+                json!({"type": "object", "additionalProperties": false, "properties": {
+                "serial": {"type": ["string", "number"], "description": "A regular expression the serial console's new output must match (escape sequences are stripped)."},
+                "timeout": {"$ref": "#/$defs/duration"}}, "required": ["serial"]})
+            }
+            "send" => {
+                json!({"type": "object", "additionalProperties": false, "properties": {
+                "serial": {"type": ["string", "number"], "description": "Text typed into the serial console; \\n \\r \\t \\e \\0 \\xHH \\\\ are escapes."}},
+                "required": ["serial"]})
+            }
+            "checkpoint" => {
+                json!({"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,31}$"})
+            }
             "then" => json!({"$ref": "#/$defs/steps", "minItems": 1}),
             "verify_input" => json!({"type": "string"}),
             "precheck_click" => json!({"type": "boolean"}),
@@ -231,6 +253,15 @@ pub fn scenario() -> Value {
                 "routine": {"type": "string"}, "with": {"type": "object"}}}],
                 "description": "Evidence collected from the target after a failure (default: the `forensics` routine for the target's OS, if any); false to turn it off."})
             }
+            "rewind_on_failure" => {
+                json!({"type": "boolean", "description": "VM targets: a failed step after a checkpoint rolls the VM back to it and goes on after it, once per checkpoint."})
+            }
+            "retain_checkpoints" => {
+                json!({"type": "integer", "minimum": 1, "maximum": 100, "description": "Snapshots of the latest checkpoints kept while running (default 3); older ones are deleted."})
+            }
+            "keep_checkpoints" => {
+                json!({"type": "boolean", "description": "Leave the retained checkpoint snapshots on the VM after the run (for `smoke run --from-checkpoint`)."})
+            }
             _ => json!({}),
         };
         props.insert(k.to_string(), s);
@@ -291,6 +322,10 @@ mod tests {
         v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
     }
 
+    fn keys_of(v: &Value) -> Vec<String> {
+        keys(v)
+    }
+
     #[test]
     fn schema_lists_exactly_the_keys_the_decoder_accepts() {
         let s = scenario();
@@ -312,6 +347,19 @@ mod tests {
             assert!(step[*k].get("description").is_some(), "{k} lacks a description");
         }
         assert!(call_keys().iter().all(|k| step.get(*k).is_some()));
+        for k in SCENARIO_KEYS {
+            assert_ne!(s["properties"][*k], json!({}), "scenario key {k} has no schema");
+        }
+        for (k, keys) in
+            [("expect", model::SERIAL_EXPECT_KEYS), ("send", model::SERIAL_SEND_KEYS), ("boot", model::BOOT_KEYS)]
+        {
+            let obj = step[k].get("properties").or_else(|| step[k]["anyOf"][2].get("properties"));
+            let mut got = obj.map(keys_of).unwrap_or_default();
+            got.sort();
+            let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            want.sort();
+            assert_eq!(got, want, "{k}");
+        }
         assert_eq!(keys(&routine()["properties"]).len(), ROUTINE_KEYS.len());
     }
 }

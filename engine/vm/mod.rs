@@ -10,6 +10,8 @@
 //! The trait is dyn-compatible: methods return boxed futures ([`VmFuture`]),
 //! so a `Box<dyn VmBackend>` can be chosen from the inventory at run time.
 
+pub mod boot;
+pub mod lock;
 pub mod qemu;
 pub mod qmp;
 pub mod serial;
