@@ -101,6 +101,8 @@ pub enum SessionSpec {
 pub enum Backend {
     LocalDesktop(LocalDesktop),
     Vnc(VncServer),
+    /// A VM on a Proxmox VE node.
+    Proxmox(crate::vm::proxmox::ProxmoxSettings),
 }
 
 impl Backend {
@@ -108,6 +110,7 @@ impl Backend {
         match self {
             Backend::LocalDesktop(_) => "local-desktop",
             Backend::Vnc(_) => "vnc",
+            Backend::Proxmox(_) => "proxmox",
         }
     }
 
@@ -116,6 +119,7 @@ impl Backend {
         match self {
             Backend::LocalDesktop(_) => vec!["vnc", "shell", "launch", "process-probe"],
             Backend::Vnc(_) => vec!["vnc"],
+            Backend::Proxmox(_) => vec!["vnc", "snapshots", "linked-clone"],
         }
     }
 }
@@ -154,6 +158,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "home",
     "xvnc",
     "vnc",
+    "proxmox",
     "ssh",
     "session",
     "keyboard_layout",
@@ -176,7 +181,7 @@ pub const SSH_KEYS: &[&str] = &[
     "wait",
     "keepalive",
 ];
-pub const BACKENDS: &[&str] = &["local-desktop", "vnc"];
+pub const BACKENDS: &[&str] = &["local-desktop", "vnc", "proxmox"];
 pub const FAMILIES: &[&str] = &["linux", "windows", "macos", "other"];
 
 impl Inventory {
@@ -316,14 +321,20 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
     let backend = match backend_name.as_deref() {
         Some("local-desktop") => local_desktop(&m, diags).map(Backend::LocalDesktop),
         Some("vnc") => m.required("vnc", diags).and_then(|n| vnc_server(n, diags)).map(Backend::Vnc),
+        Some("proxmox") => {
+            m.required("proxmox", diags).and_then(|n| crate::vm::proxmox::settings::decode(n, diags)).map(Backend::Proxmox)
+        }
         _ => None,
     };
     let only_local = ["screen", "depth", "window_manager", "home", "xvnc"];
     let only_vnc = ["vnc"];
+    let only_proxmox = ["proxmox"];
     for e in m.entries() {
+        let key = e.key.as_str();
         let misplaced = match backend_name.as_deref() {
-            Some("vnc") => only_local.contains(&e.key.as_str()),
-            Some("local-desktop") => only_vnc.contains(&e.key.as_str()),
+            Some("vnc") => only_local.contains(&key) || only_proxmox.contains(&key),
+            Some("local-desktop") => only_vnc.contains(&key) || only_proxmox.contains(&key),
+            Some("proxmox") => only_local.contains(&key) || only_vnc.contains(&key),
             _ => false,
         };
         if misplaced {
@@ -526,7 +537,7 @@ fn session_spec(node: &Node, diags: &mut Diagnostics) -> SessionSpec {
     }
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub(crate) fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

@@ -30,4 +30,5 @@ pub mod secrets;
 pub mod ssh;
 pub mod vision;
 pub mod vlm;
+pub mod vm;
 pub mod vnc_verbs;

@@ -21,6 +21,7 @@ packages=(
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
   busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
+  openssl                                     # the in-test Proxmox VE node makes its CA and certificate with it
 )
 
 missing=()

@@ -101,6 +101,12 @@ impl Machine {
                     encodings: None,
                 })
             }
+            Backend::Proxmox(_) => {
+                return Err(BackendError::Session(format!(
+                    "target '{}': backend: proxmox needs the websocket VNC transport, which this build lacks",
+                    target.name
+                )));
+            }
         };
         let mut machine = Machine { display, commands: None };
         match machine.connect_commands(target, ctx).await {
