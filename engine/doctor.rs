@@ -14,8 +14,7 @@ use crate::backend::local_desktop::LocalDesktopSession;
 use crate::backend::remote::RemoteCommands;
 use crate::guest::{self, Shell};
 use crate::inventory::{Backend, SessionSpec, Target};
-use crate::rfb::transport::Endpoint;
-use crate::rfb::{ConnectOptions, VncClient};
+use crate::rfb::VncClient;
 use crate::ssh::SshClient;
 
 /// How a check came out.
@@ -79,13 +78,11 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
 
     // the screen
     let mut desktop: Option<LocalDesktopSession> = None;
+    let mut vm: Option<crate::vm::qemu::QemuVm> = None;
     match &target.backend {
         Backend::LocalDesktop(cfg) => match LocalDesktopSession::start(cfg, ctx).await {
             Ok(s) => {
-                rows.push(
-                    vnc_row(&s.vnc().endpoint, s.vnc().password.clone(), &format!("private Xvnc :{}", s.display()))
-                        .await,
-                );
+                rows.push(vnc_row(&s.vnc(), &format!("private Xvnc :{}", s.display())).await);
                 desktop = Some(s);
             }
             Err(e) => rows.push(row("vnc", Status::Fail, format!("the local desktop did not start: {e}"))),
@@ -102,8 +99,14 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
                 None => None,
             };
             if !rows.iter().any(|r| r.check == "vnc") {
-                let ep = Endpoint::Tcp { host: v.host.clone(), port: v.port };
-                rows.push(vnc_row(&ep, password, "").await);
+                let access = crate::backend::VncAccess {
+                    endpoint: v.endpoint.clone(),
+                    password,
+                    encodings: None,
+                    username: v.username.clone(),
+                    tls: v.tls.clone(),
+                };
+                rows.push(vnc_row(&access, "").await);
             }
         }
         Backend::Proxmox(p) => {
@@ -114,11 +117,43 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
                 Err(e) => row("proxmox", Status::Fail, e.to_string()),
             });
         }
+        Backend::Qemu(settings) => {
+            use crate::vm::VmBackend;
+            let mut settings = settings.clone();
+            settings.resolve(&ctx.cwd);
+            let mut q = crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs);
+            let started = async {
+                let warnings = q.prepare().await?;
+                q.start().await?;
+                Ok::<_, crate::vm::VmError>((warnings, q.vnc().await?))
+            }
+            .await;
+            match started {
+                Ok((warnings, access)) => {
+                    for w in warnings {
+                        rows.push(row("vm", Status::Warn, w));
+                    }
+                    let accel = q.accel().map(|a| a.name()).unwrap_or("?");
+                    rows.push(vnc_row(&access, &format!("QEMU ({accel})")).await);
+                }
+                Err(e) => rows.push(row("vnc", Status::Fail, format!("the QEMU VM did not start: {e}"))),
+            }
+            vm = Some(q);
+        }
     }
 
     // commands on the target
     let mut commands: Option<Commands> = None;
-    match &target.ssh {
+    let mut ssh_settings = target.ssh.clone();
+    if let (Some(s), Some(q)) = (ssh_settings.as_mut(), vm.as_ref())
+        && s.host.is_empty()
+    {
+        use crate::vm::VmBackend;
+        if let Some((host, port)) = q.ssh_endpoint() {
+            (s.host, s.port) = (host, port);
+        }
+    }
+    match &ssh_settings {
         Some(ssh) => {
             let start = Instant::now();
             match SshClient::wait_for(ssh, &ctx.secrets, opts.ssh_budget.min(ssh.wait)).await {
@@ -183,11 +218,19 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
     if let Some(d) = desktop {
         d.teardown().await;
     }
+    if let Some(mut q) = vm {
+        use crate::vm::VmBackend;
+        q.teardown().await;
+    }
     rows
 }
 
 fn host_tools(target: &Target) -> Row {
     let mut need = vec!["tesseract"];
+    if let Backend::Qemu(q) = &target.backend {
+        need.push(q.binary.as_str());
+        need.push("qemu-img");
+    }
     if let Backend::LocalDesktop(cfg) = &target.backend {
         need.push(cfg.xvnc.as_str());
         if let Some(wm) = &cfg.window_manager {
@@ -207,8 +250,9 @@ fn host_tools(target: &Target) -> Row {
     }
 }
 
-async fn vnc_row(ep: &Endpoint, password: Option<String>, what: &str) -> Row {
-    let opts = ConnectOptions { password, timeout: Duration::from_secs(10), ..Default::default() };
+async fn vnc_row(access: &crate::backend::VncAccess, what: &str) -> Row {
+    let ep = &access.endpoint;
+    let opts = access.connect_options(Duration::from_secs(10));
     let start = Instant::now();
     match VncClient::connect(ep, &opts).await {
         Ok(c) => {

@@ -13,6 +13,11 @@
 //!     vnc: {host: 127.0.0.1, port: 5901, password_env: LAB_VNC_PASSWORD}
 //!     vars: {app: galculator}
 //!     secrets: {rc_password: {env: RC_PASSWORD}}
+//!   tiny-vm:
+//!     backend: qemu
+//!     qemu: {kernel: target/test-guest/vmlinuz, initrd: target/test-guest/initramfs-ssh.cpio.gz,
+//!            append: console=ttyS0 console=tty0, memory: 256, ssh_forward: true}
+//!     ssh: {user: root, key: ~/.ssh/id_ed25519, host_key: "ssh-ed25519 AAAA..."}
 //! ```
 //!
 //! The file is looked up as `--inventory FILE`, then `$SMOKE_INVENTORY`, then
@@ -103,6 +108,8 @@ pub enum Backend {
     Vnc(VncServer),
     /// A VM on a Proxmox VE node.
     Proxmox(crate::vm::proxmox::ProxmoxSettings),
+    /// A local QEMU VM started for the run (see docs/VM.md).
+    Qemu(crate::vm::qemu::QemuSettings),
 }
 
 impl Backend {
@@ -111,6 +118,7 @@ impl Backend {
             Backend::LocalDesktop(_) => "local-desktop",
             Backend::Vnc(_) => "vnc",
             Backend::Proxmox(_) => "proxmox",
+            Backend::Qemu(_) => "qemu",
         }
     }
 
@@ -120,6 +128,11 @@ impl Backend {
             Backend::LocalDesktop(_) => vec!["vnc", "shell", "launch", "process-probe"],
             Backend::Vnc(_) => vec!["vnc"],
             Backend::Proxmox(_) => vec!["vnc", "snapshots", "linked-clone"],
+            Backend::Qemu(q) => {
+                let mut caps = vec!["vnc"];
+                caps.extend(q.capabilities().names());
+                caps
+            }
         }
     }
 }
@@ -140,10 +153,18 @@ pub struct LocalDesktop {
 /// An existing VNC server.
 #[derive(Debug, Clone)]
 pub struct VncServer {
-    pub host: String,
-    pub port: u16,
+    /// Where it listens, TLS and websocket settings included.
+    pub endpoint: crate::rfb::Endpoint,
     pub password: Option<SecretSource>,
+    /// For VeNCrypt Plain subtypes.
+    pub username: Option<String>,
+    /// Certificate checks for VeNCrypt X509 subtypes (and `tls`/`wss` endpoints).
+    pub tls: crate::rfb::TlsSettings,
 }
+
+pub const VNC_KEYS: &[&str] =
+    &["host", "port", "unix", "websocket", "transport", "password_env", "password_file", "username", "tls"];
+pub const VNC_TLS_KEYS: &[&str] = &["ca", "fingerprint", "server_name"];
 
 pub const TOP_KEYS: &[&str] = &["default", "targets", "vlm"];
 pub const TARGET_KEYS: &[&str] = &[
@@ -165,6 +186,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "encodings",
     "type_interval",
     "type_confirm",
+    "qemu",
 ];
 pub const SSH_KEYS: &[&str] = &[
     "host",
@@ -181,7 +203,24 @@ pub const SSH_KEYS: &[&str] = &[
     "wait",
     "keepalive",
 ];
-pub const BACKENDS: &[&str] = &["local-desktop", "vnc", "proxmox"];
+pub const BACKENDS: &[&str] = &["local-desktop", "vnc", "qemu", "proxmox"];
+pub const QEMU_KEYS: &[&str] = &[
+    "binary",
+    "kernel",
+    "initrd",
+    "append",
+    "disk",
+    "iso",
+    "memory",
+    "cpus",
+    "machine",
+    "accel",
+    "vnc",
+    "ssh_forward",
+    "tablet",
+    "extra_args",
+    "shutdown_timeout",
+];
 pub const FAMILIES: &[&str] = &["linux", "windows", "macos", "other"];
 
 impl Inventory {
@@ -321,20 +360,24 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
     let backend = match backend_name.as_deref() {
         Some("local-desktop") => local_desktop(&m, diags).map(Backend::LocalDesktop),
         Some("vnc") => m.required("vnc", diags).and_then(|n| vnc_server(n, diags)).map(Backend::Vnc),
-        Some("proxmox") => {
-            m.required("proxmox", diags).and_then(|n| crate::vm::proxmox::settings::decode(n, diags)).map(Backend::Proxmox)
-        }
+        Some("proxmox") => m
+            .required("proxmox", diags)
+            .and_then(|n| crate::vm::proxmox::settings::decode(n, diags))
+            .map(Backend::Proxmox),
+        Some("qemu") => m.required("qemu", diags).and_then(|n| qemu_settings(n, diags)).map(Backend::Qemu),
         _ => None,
     };
     let only_local = ["screen", "depth", "window_manager", "home", "xvnc"];
     let only_vnc = ["vnc"];
+    let only_qemu = ["qemu"];
     let only_proxmox = ["proxmox"];
     for e in m.entries() {
         let key = e.key.as_str();
         let misplaced = match backend_name.as_deref() {
-            Some("vnc") => only_local.contains(&key) || only_proxmox.contains(&key),
-            Some("local-desktop") => only_vnc.contains(&key) || only_proxmox.contains(&key),
-            Some("proxmox") => only_local.contains(&key) || only_vnc.contains(&key),
+            Some("vnc") => only_local.contains(&key) || only_qemu.contains(&key) || only_proxmox.contains(&key),
+            Some("local-desktop") => only_vnc.contains(&key) || only_qemu.contains(&key) || only_proxmox.contains(&key),
+            Some("qemu") => only_local.contains(&key) || only_vnc.contains(&key) || only_proxmox.contains(&key),
+            Some("proxmox") => only_local.contains(&key) || only_vnc.contains(&key) || only_qemu.contains(&key),
             _ => false,
         };
         if misplaced {
@@ -344,7 +387,18 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
             ));
         }
     }
-    let ssh = m.get("ssh").and_then(|n| ssh_settings(n, diags));
+    // a QEMU VM with ssh_forward gets its SSH address from the forwarded port
+    let forwarded = matches!(&backend, Some(Backend::Qemu(q)) if q.ssh_forward);
+    let ssh = m.get("ssh").and_then(|n| ssh_settings(n, forwarded, diags));
+    if let (Some(Backend::Qemu(q)), Some(n)) = (&backend, m.get("ssh"))
+        && !q.ssh_forward
+        && n.as_map().is_some_and(|e| !e.iter().any(|e| e.key == "host"))
+    {
+        diags.push(
+            Diagnostic::new(&n.span, "ssh needs a host, or `ssh_forward: true` under qemu")
+                .with_help("with ssh_forward, smoke forwards a loopback port to the guest's port 22 and uses it"),
+        );
+    }
     let session = match m.get("session") {
         None => SessionSpec::Auto,
         Some(n) => session_spec(n, diags),
@@ -425,10 +479,21 @@ fn secret_source(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<Sec
     }
 }
 
-fn ssh_settings(node: &Node, diags: &mut Diagnostics) -> Option<SshSettings> {
+/// `host_from_backend`: the backend supplies host and port (a QEMU port forward).
+fn ssh_settings(node: &Node, host_from_backend: bool, diags: &mut Diagnostics) -> Option<SshSettings> {
     let m = MapReader::new(node, "ssh", SSH_KEYS, diags)?;
     let before = diags.len();
-    let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "ssh.host", diags));
+    let host = if host_from_backend {
+        if let Some(e) = m.entry("host").or(m.entry("port")) {
+            diags.push(
+                Diagnostic::new(&e.key_span, format!("'{}' does not apply with qemu ssh_forward", e.key))
+                    .with_help("smoke forwards a free loopback port to the guest's port 22 and connects there"),
+            );
+        }
+        Some(String::new())
+    } else {
+        m.required("host", diags).and_then(|n| decode::non_empty(n, "ssh.host", diags))
+    };
     let user = m.required("user", diags).and_then(|n| decode::non_empty(n, "ssh.user", diags));
     let port = m.get("port").map_or(Some(22), |n| decode::integer(n, "ssh.port", 1, 65535, diags));
     let mut s =
@@ -593,10 +658,114 @@ fn local_desktop(m: &MapReader<'_>, diags: &mut Diagnostics) -> Option<LocalDesk
     Some(LocalDesktop { width, height, depth, window_manager, isolated_home, xvnc })
 }
 
+fn qemu_settings(node: &Node, diags: &mut Diagnostics) -> Option<crate::vm::qemu::QemuSettings> {
+    use crate::vm::qemu::{Accel, QemuSettings, VncListen};
+    let m = MapReader::new(node, "qemu", QEMU_KEYS, diags)?;
+    let before = diags.len();
+    let mut q = QemuSettings::default();
+    let path = |key: &str, diags: &mut Diagnostics| {
+        m.get(key).and_then(|n| decode::non_empty(n, &format!("qemu.{key}"), diags)).map(|p| expand_home(&p))
+    };
+    if let Some(b) = m.get("binary").and_then(|n| decode::non_empty(n, "qemu.binary", diags)) {
+        q.binary = b;
+    }
+    q.kernel = path("kernel", diags);
+    q.initrd = path("initrd", diags);
+    q.disk = path("disk", diags);
+    q.iso = path("iso", diags);
+    q.append = m.get("append").and_then(|n| decode::text(n, "qemu.append", diags));
+    if q.kernel.is_none() {
+        for key in ["initrd", "append"] {
+            if let Some(e) = m.entry(key) {
+                diags.push(Diagnostic::new(&e.key_span, format!("qemu.{key} needs qemu.kernel")));
+            }
+        }
+    }
+    if q.kernel.is_none() && q.disk.is_none() && q.iso.is_none() {
+        diags.push(Diagnostic::new(&node.span, "qemu needs something to boot").with_help(
+            "give `kernel:` (with initrd/append), `disk:` (an image; each run writes an overlay) or `iso:`",
+        ));
+    }
+    if let Some(n) = m.get("memory") {
+        match memory_mib(n) {
+            Some(mib) => q.memory_mib = mib,
+            None => diags.push(
+                Diagnostic::new(&n.span, "memory must be MiB (a number) or a size like 512M or 2G (64M..1024G)")
+                    .with_help("the test guest needs at least 128M; 64M does not boot"),
+            ),
+        }
+    }
+    if let Some(c) = m.get("cpus").and_then(|n| decode::integer(n, "qemu.cpus", 1, 256, diags)) {
+        q.cpus = c as u32;
+    }
+    if let Some(mc) = m.get("machine").and_then(|n| decode::non_empty(n, "qemu.machine", diags)) {
+        q.machine = mc;
+    }
+    if let Some(n) = m.get("accel") {
+        match decode::string(n, "qemu.accel", diags).as_deref() {
+            Some("auto") => q.accel = Accel::Auto,
+            Some("kvm") => q.accel = Accel::Kvm,
+            Some("tcg") => q.accel = Accel::Tcg,
+            Some(other) => diags.push(
+                Diagnostic::new(&n.span, format!("unknown accel '{other}'"))
+                    .with_help("auto (KVM when a probe shows it works, else TCG), kvm or tcg"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(n) = m.get("vnc") {
+        match decode::string(n, "qemu.vnc", diags).as_deref() {
+            Some("tcp") => q.vnc = VncListen::Tcp,
+            Some("unix") => q.vnc = VncListen::Unix,
+            Some(other) => diags.push(
+                Diagnostic::new(&n.span, format!("unknown vnc listener '{other}'"))
+                    .with_help("tcp (127.0.0.1, a free port, a random password) or unix (a private socket)"),
+            ),
+            None => {}
+        }
+    }
+    if let Some(b) = m.get("ssh_forward").and_then(|n| decode::boolean(n, "qemu.ssh_forward", diags)) {
+        q.ssh_forward = b;
+    }
+    if let Some(b) = m.get("tablet").and_then(|n| decode::boolean(n, "qemu.tablet", diags)) {
+        q.tablet = b;
+    }
+    if let Some(n) = m.get("extra_args") {
+        q.extra_args = match &n.value {
+            Value::Str(s) => s.split_whitespace().map(str::to_string).collect(),
+            _ => decode::list(n, "qemu.extra_args", false, diags)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|i| decode::text(i, "qemu.extra_args item", diags))
+                .collect(),
+        };
+    }
+    if let Some(d) = m.get("shutdown_timeout").and_then(|n| decode::duration(n, "qemu.shutdown_timeout", diags)) {
+        q.shutdown_timeout = d;
+    }
+    (diags.len() == before).then_some(q)
+}
+
+/// `256` (MiB) or `256M`, `256MiB`, `2G`, `2GiB`.
+fn memory_mib(node: &Node) -> Option<u32> {
+    let text = match &node.value {
+        Value::Int(i) => i.to_string(),
+        Value::Str(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let n: u64 = text[..digits_end].parse().ok()?;
+    let mib = match text[digits_end..].trim() {
+        "" | "M" | "MiB" | "MB" | "m" => n,
+        "G" | "GiB" | "GB" | "g" => n.checked_mul(1024)?,
+        _ => return None,
+    };
+    (64..=1024 * 1024).contains(&mib).then_some(mib as u32)
+}
+
 fn vnc_server(node: &Node, diags: &mut Diagnostics) -> Option<VncServer> {
-    let m = MapReader::new(node, "vnc", &["host", "port", "password_env", "password_file"], diags)?;
-    let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "host", diags));
-    let port = m.get("port").map_or(Some(5900), |n| decode::integer(n, "port", 1, 65535, diags));
+    use crate::rfb::{Endpoint, TlsSettings, WebSocketEndpoint, WebSocketUrl};
+    let m = MapReader::new(node, "vnc", VNC_KEYS, diags)?;
     let password = match (m.get("password_env"), m.get("password_file")) {
         (None, None) => None,
         (Some(e), None) => decode::non_empty(e, "password_env", diags).map(SecretSource::Env),
@@ -606,7 +775,85 @@ fn vnc_server(node: &Node, diags: &mut Diagnostics) -> Option<VncServer> {
             None
         }
     };
-    Some(VncServer { host: host?, port: port? as u16, password })
+    let username = m.get("username").and_then(|n| decode::non_empty(n, "username", diags));
+    let tls = match m.get("tls") {
+        None => TlsSettings::default(),
+        Some(n) => {
+            let t = MapReader::new(n, "tls", VNC_TLS_KEYS, diags)?;
+            let settings = TlsSettings {
+                ca_file: t.get("ca").and_then(|n| decode::non_empty(n, "ca", diags)).map(|p| expand_home(&p)),
+                fingerprint_sha256: t.get("fingerprint").and_then(|n| decode::non_empty(n, "fingerprint", diags)),
+                server_name: t.get("server_name").and_then(|n| decode::non_empty(n, "server_name", diags)),
+            };
+            if let Some(fp) = t.get("fingerprint")
+                && let Some(text) = fp.as_str()
+                && let Err(e) = crate::rfb::tls::parse_fingerprint(text)
+            {
+                diags.push(Diagnostic::new(
+                    &fp.span,
+                    format!("{e}; copy it from `openssl x509 -noout -fingerprint -sha256 -in CERT`"),
+                ));
+            }
+            settings
+        }
+    };
+    let given: Vec<&str> = ["host", "unix", "websocket"].into_iter().filter(|k| m.has(k)).collect();
+    if given.len() > 1 {
+        if let Some(n) = m.get(given[1]) {
+            diags.push(Diagnostic::new(
+                &n.span,
+                format!("give one of host, unix or websocket, not {}", given.join(" and ")),
+            ));
+        }
+        return None;
+    }
+    let transport = match m.get("transport") {
+        None => None,
+        Some(n) => match n.as_str() {
+            Some(t @ ("tcp" | "tls")) if m.has("host") => Some(t),
+            Some("tcp" | "tls") => {
+                diags.push(Diagnostic::new(&n.span, "transport applies to host:port servers only"));
+                return None;
+            }
+            _ => {
+                diags.push(Diagnostic::new(&n.span, "transport must be tcp or tls (TLS from the first byte)"));
+                return None;
+            }
+        },
+    };
+    let endpoint = if let Some(n) = m.get("unix") {
+        if let Some(p) = m.get("port") {
+            diags.push(Diagnostic::new(&p.span, "a unix socket has no port"));
+        }
+        Endpoint::Unix(expand_home(&decode::non_empty(n, "unix", diags)?))
+    } else if let Some(n) = m.get("websocket") {
+        if let Some(p) = m.get("port") {
+            diags.push(Diagnostic::new(&p.span, "the websocket URL carries the port"));
+        }
+        let text = decode::non_empty(n, "websocket", diags)?;
+        match WebSocketUrl::parse(&text) {
+            Ok(url) => Endpoint::WebSocket(WebSocketEndpoint { url, headers: Vec::new(), tls: tls.clone() }),
+            Err(e) => {
+                diags.push(Diagnostic::new(&n.span, e.to_string()));
+                return None;
+            }
+        }
+    } else {
+        let host = m.required("host", diags).and_then(|n| decode::non_empty(n, "host", diags));
+        let port = m.get("port").map_or(Some(5900), |n| decode::integer(n, "port", 1, 65535, diags));
+        let (host, port) = (host?, port? as u16);
+        match transport {
+            Some("tls") => Endpoint::Tls { host, port, tls: tls.clone() },
+            _ => Endpoint::Tcp { host, port },
+        }
+    };
+    if let Some(ca) = &tls.ca_file
+        && !ca.is_file()
+        && let Some(n) = m.get("tls")
+    {
+        diags.push(Diagnostic::new(&n.span, format!("the CA file {} does not exist", ca.display())));
+    }
+    Some(VncServer { endpoint, password, username, tls })
 }
 
 #[cfg(test)]
@@ -647,7 +894,7 @@ mod tests {
         let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
         match &inv.target(Some("lab")).unwrap().backend {
             Backend::Vnc(v) => {
-                assert_eq!((v.host.as_str(), v.port), ("127.0.0.2", 5901));
+                assert_eq!(v.endpoint, crate::rfb::Endpoint::tcp("127.0.0.2", 5901));
                 assert_eq!(v.password, Some(SecretSource::Env("LABPW".into())));
             }
             _ => panic!("not vnc"),

@@ -268,6 +268,18 @@ struct VncConnArgs {
     /// Limit for connecting and for the first frame.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     timeout: std::time::Duration,
+    /// Trust this CA (PEM) for the server's certificate (VeNCrypt X509, tls://, wss://).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Accept exactly the certificate with this SHA-256 fingerprint (AB:CD:... or hex).
+    #[arg(long, global = true, value_name = "SHA256")]
+    fingerprint: Option<String>,
+    /// Check the certificate against this name instead of the host connected to.
+    #[arg(long, global = true, value_name = "NAME")]
+    server_name: Option<String>,
+    /// Username for VeNCrypt Plain (the password comes from --password-env/--password-file).
+    #[arg(long, global = true, value_name = "NAME")]
+    username: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -824,7 +836,20 @@ fn vnc_verb(args: VncConnArgs, verb: VncVerb) -> Result<(), smoke::vnc_verbs::Ve
         | VncVerb::Click { address, .. }
         | VncVerb::Move { address, .. } => address.clone(),
     };
-    let conn = Connection { address, password, layout, encodings: args.encodings, timeout: args.timeout };
+    let tls = smoke::rfb::TlsSettings {
+        ca_file: args.ca,
+        fingerprint_sha256: args.fingerprint,
+        server_name: args.server_name,
+    };
+    let conn = Connection {
+        address,
+        password,
+        layout,
+        encodings: args.encodings,
+        timeout: args.timeout,
+        username: args.username,
+        tls,
+    };
     // One connection, one thread: no multi-threaded runtime to start.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -20,7 +20,7 @@ use crate::inventory::{Inventory, Target};
 use crate::project::{Project, display_path};
 use crate::recorder::{FrameSource, Recorder, RecorderOptions};
 use crate::results::{ResultsDir, junit, summary};
-use crate::rfb::{ConnectOptions, VncClient};
+use crate::rfb::VncClient;
 use crate::runner::screen::Screen;
 use crate::runner::{Cancel, Runner, RunnerParts};
 use crate::scenario::diagnostic::{Diagnostic, Diagnostics};
@@ -400,10 +400,9 @@ async fn execute(
 /// `encodings` (the inventory's, in preference order) win over the backend's.
 async fn connect(machine: &Machine, encodings: Option<&[crate::rfb::Encoding]>) -> Result<VncClient, String> {
     let access = machine.vnc();
-    let mut opts =
-        ConnectOptions { password: access.password.clone(), timeout: Duration::from_secs(10), ..Default::default() };
-    if let Some(e) = encodings.map(<[_]>::to_vec).or_else(|| access.encodings.clone()) {
-        opts.encodings = e;
+    let mut opts = access.connect_options(Duration::from_secs(10));
+    if let Some(e) = encodings {
+        opts.encodings = e.to_vec();
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

@@ -13,7 +13,9 @@ use crate::events::EventLog;
 use crate::geometry::Point;
 use crate::input::pointer::PathKind;
 use crate::input::{Button, KeyCombo, Layout};
-use crate::rfb::{ConnectOptions, Encoding, Endpoint, RfbError, VncClient};
+use crate::rfb::{
+    ConnectOptions, Encoding, Endpoint, RfbError, TlsSettings, VncClient, WebSocketEndpoint, WebSocketUrl,
+};
 use crate::runner::screen::{InputError, Screen, TypeOptions};
 
 /// The environment variable read for a password when no other source is given.
@@ -78,12 +80,31 @@ pub struct Connection {
     /// Encoding names in order (empty: the client's default list).
     pub encodings: Vec<String>,
     pub timeout: Duration,
+    /// VeNCrypt Plain username.
+    pub username: Option<String>,
+    /// Certificate checks (VeNCrypt X509, `tls://`, `wss://`).
+    pub tls: TlsSettings,
 }
 
 /// `HOST:PORT`, `HOST` (port 5900), `HOST:N` with N < 100 (display N, port
-/// 5900 + N, as vncviewer reads it), `[V6]:PORT`, or `unix:PATH`.
+/// 5900 + N, as vncviewer reads it), `[V6]:PORT`, `unix:PATH`,
+/// `tls://HOST:PORT` (TLS from the first byte), or a `ws://`/`wss://` URL.
 pub fn parse_address(s: &str) -> Result<Endpoint, VerbError> {
-    let bad = || VerbError::Usage(format!("'{s}' is not a VNC address (HOST:PORT, HOST:DISPLAY or unix:PATH)"));
+    let bad = || {
+        VerbError::Usage(format!(
+            "'{s}' is not a VNC address (HOST:PORT, HOST:DISPLAY, unix:PATH, tls://HOST:PORT, ws://URL or wss://URL)"
+        ))
+    };
+    if s.starts_with("ws://") || s.starts_with("wss://") {
+        let url = WebSocketUrl::parse(s).map_err(|e| VerbError::Usage(e.to_string()))?;
+        return Ok(Endpoint::WebSocket(WebSocketEndpoint { url, headers: Vec::new(), tls: TlsSettings::default() }));
+    }
+    if let Some(rest) = s.strip_prefix("tls://") {
+        return match parse_address(rest)? {
+            Endpoint::Tcp { host, port } => Ok(Endpoint::Tls { host, port, tls: TlsSettings::default() }),
+            _ => Err(bad()),
+        };
+    }
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
             return Err(bad());
@@ -121,8 +142,11 @@ pub fn parse_address(s: &str) -> Result<Endpoint, VerbError> {
 fn is_local(endpoint: &Endpoint) -> bool {
     match endpoint {
         Endpoint::Unix(_) => true,
-        Endpoint::Tcp { host, .. } => {
+        Endpoint::Tcp { host, .. } | Endpoint::Tls { host, .. } => {
             host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        Endpoint::WebSocket(ws) => {
+            ws.url.host == "localhost" || ws.url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
         }
     }
 }
@@ -152,8 +176,13 @@ fn read_password(source: &PasswordSource) -> Result<Option<String>, VerbError> {
 impl Connection {
     /// The connect options these settings give (the password read now).
     pub fn options(&self) -> Result<ConnectOptions, VerbError> {
-        let mut opts =
-            ConnectOptions { password: read_password(&self.password)?, timeout: self.timeout, ..Default::default() };
+        let mut opts = ConnectOptions {
+            password: read_password(&self.password)?,
+            timeout: self.timeout,
+            username: self.username.clone(),
+            tls: self.tls.clone(),
+            ..Default::default()
+        };
         if !self.encodings.is_empty() {
             let mut list = Vec::new();
             for name in &self.encodings {
@@ -167,8 +196,21 @@ impl Connection {
         Ok(opts)
     }
 
+    /// The endpoint with this connection's certificate settings.
+    pub fn endpoint(&self) -> Result<Endpoint, VerbError> {
+        self.tls.validate().map_err(VerbError::Usage)?;
+        Ok(match parse_address(&self.address)? {
+            Endpoint::Tls { host, port, .. } => Endpoint::Tls { host, port, tls: self.tls.clone() },
+            Endpoint::WebSocket(mut ws) => {
+                ws.tls = self.tls.clone();
+                Endpoint::WebSocket(ws)
+            }
+            other => other,
+        })
+    }
+
     pub async fn connect(&self) -> Result<VncClient, VerbError> {
-        let endpoint = parse_address(&self.address)?;
+        let endpoint = self.endpoint()?;
         let mut opts = self.options()?;
         if self.encodings.is_empty() && is_local(&endpoint) {
             // On the same machine copying pixels beats compressing them
@@ -266,6 +308,14 @@ mod tests {
         assert_eq!(parse_address("vm").unwrap(), Endpoint::tcp("vm", 5900));
         assert_eq!(parse_address("[::1]:5905").unwrap(), Endpoint::tcp("::1", 5905));
         assert_eq!(parse_address("unix:/tmp/v.sock").unwrap(), Endpoint::Unix("/tmp/v.sock".into()));
+        assert!(matches!(parse_address("tls://vm:5901").unwrap(), Endpoint::Tls { port: 5901, .. }));
+        assert!(matches!(parse_address("tls://vm:1").unwrap(), Endpoint::Tls { port: 5901, .. }));
+        match parse_address("wss://pve:8006/vnc?x=1").unwrap() {
+            Endpoint::WebSocket(ws) => assert_eq!((ws.url.port, ws.url.secure), (8006, true)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_address("tls://unix:/x").is_err());
+        assert!(parse_address("ws://").is_err());
         for bad in ["", ":5900", "h:x", "h:70000", "unix:"] {
             let e = parse_address(bad).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad}");
@@ -280,6 +330,8 @@ mod tests {
             layout: Layout::Us,
             encodings: vec!["raw".into(), "ZRLE".into()],
             timeout: Duration::from_secs(1),
+            username: None,
+            tls: TlsSettings::default(),
         };
         assert_eq!(conn.options().unwrap().encodings, vec![Encoding::Raw, Encoding::Zrle]);
         let bad = Connection { encodings: vec!["jpeg".into()], ..conn };

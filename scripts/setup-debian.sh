@@ -21,7 +21,11 @@ packages=(
   x11-xserver-utils                           # xset: prepare_display turns screensaver and DPMS off
   procps                                      # pgrep/pkill for the cleanup routines
   busybox-static cpio                         # the QEMU test guest's initramfs (scripts/build-test-guest.sh)
-  openssl                                     # the in-test Proxmox VE node makes its CA and certificate with it
+  dropbear-bin                                # SSH server of the test guest's ssh variant
+  kbd                                         # loadkeys -b: the guest's German keymap (scripts/build-de-keymap.sh)
+  libssl-dev pkg-config                       # OpenSSL for VNC TLS (VeNCrypt, tls://, wss://)
+  openssl                                     # tests make their own CA and certificates
+  x11vnc websockify socat                     # RFB tests: libvncserver, websocket bridge, TLS-wrapping proxy
 )
 
 missing=()

@@ -5,9 +5,9 @@
 //! No real Proxmox VE runs here; what only a real cluster can show is listed
 //! in docs/VM.md ("Proxmox VE").
 
-mod support;
 #[path = "support/pve.rs"]
 mod pve;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -94,9 +94,14 @@ async fn token_auth_and_the_errors_pve_gives_without_it() {
         .use_preconfigured_tls(smoke::vm::proxmox::tls::client_config(&pin(&server)).unwrap())
         .build()
         .unwrap();
-    let r = raw.get(format!("{}/api2/json/nodes/{}/qemu/100/status/current", server.url(), server.node())).send().await.unwrap();
+    let r = raw
+        .get(format!("{}/api2/json/nodes/{}/qemu/100/status/current", server.url(), server.node()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let reason = r.extensions().get::<hyper::ext::ReasonPhrase>().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+    let reason =
+        r.extensions().get::<hyper::ext::ReasonPhrase>().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
     assert_eq!(reason.as_deref(), Some("No ticket"));
     // errors with a JSON body keep PVE's message
     let e = VmRef::new(server.node(), 999).status(&c).await.unwrap_err();
@@ -104,7 +109,11 @@ async fn token_auth_and_the_errors_pve_gives_without_it() {
     assert!(e.to_string().contains("Configuration file 'nodes/pve-test/qemu-server/999.conf' does not exist"), "{e}");
     let e = c.post(&vm.path("/snapshot"), &[("snapname", "ok1".into()), ("bogus", "1".into())]).await.unwrap_err();
     assert_eq!(e.status(), Some(400));
-    assert!(e.to_string().contains("Parameter verification failed.") && e.to_string().contains("bogus: property is not defined"), "{e}");
+    assert!(
+        e.to_string().contains("Parameter verification failed.")
+            && e.to_string().contains("bogus: property is not defined"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,12 +147,18 @@ async fn ticket_auth_needs_csrf_on_changes_and_renews_before_expiry() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let reason = r.extensions().get::<hyper::ext::ReasonPhrase>().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
+    let reason =
+        r.extensions().get::<hyper::ext::ReasonPhrase>().map(|p| String::from_utf8_lossy(p.as_bytes()).into_owned());
     assert_eq!(reason.as_deref(), Some("Permission denied - invalid csrf token"));
     assert_eq!(server.counters().csrf_refusals, 1);
     assert_eq!(server.vm_config(100).unwrap()["description"], "by ticket");
     // GET needs no CSRF token
-    let r = raw.get(format!("{}/api2/json{}", server.url(), vm.path("/config"))).header("Cookie", &headers[0].1).send().await.unwrap();
+    let r = raw
+        .get(format!("{}/api2/json{}", server.url(), vm.path("/config")))
+        .header("Cookie", &headers[0].1)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
     // tickets live 4 s here; the client renews after 1 s and keeps working
@@ -160,7 +175,10 @@ async fn ticket_auth_needs_csrf_on_changes_and_renews_before_expiry() {
     let wrong = Credentials::Password { user: "root@pam".into(), password: Hidden::new("nope") };
     let e = PveClient::connect(&ClientOptions::new(server.url(), pin(&server), wrong)).await.unwrap_err();
     assert_eq!(e.status(), Some(401));
-    assert!(e.to_string().contains("authentication failure") && e.to_string().contains("wrong user or password"), "{e}");
+    assert!(
+        e.to_string().contains("authentication failure") && e.to_string().contains("wrong user or password"),
+        "{e}"
+    );
     assert!(!e.to_string().contains("nope"), "{e}");
 }
 
@@ -206,7 +224,10 @@ async fn tasks_are_followed_and_a_failing_task_brings_its_log() {
     let upid = vm.snapshot_rollback(&c, "nope", false).await.unwrap();
     let e = tasks::wait(&c, &upid, Duration::from_secs(10)).await.unwrap_err();
     let text = e.to_string();
-    assert!(matches!(&e, PveError::TaskFailed { exitstatus, .. } if exitstatus == "snapshot 'nope' does not exist"), "{text}");
+    assert!(
+        matches!(&e, PveError::TaskFailed { exitstatus, .. } if exitstatus == "snapshot 'nope' does not exist"),
+        "{text}"
+    );
     assert!(text.contains("qmrollback") && text.contains("TASK ERROR: snapshot 'nope' does not exist"), "{text}");
     // an unknown task
     let fake = Upid::parse("UPID:pve-test:00000001:00000002:00000003:qmstart:100:root@pam:").unwrap();
@@ -239,7 +260,10 @@ async fn linked_clones_come_only_from_templates_and_are_deleted_at_teardown() {
     // the API refuses a linked clone of a plain VM
     let e = VmRef::new(server.node(), 100).clone_to(&c, 150, "x", false).await.unwrap_err();
     assert_eq!(e.status(), Some(500));
-    assert!(e.to_string().contains("Linked clone feature is not supported for 'local:100/vm-100-disk-0.qcow2' (scsi0)"), "{e}");
+    assert!(
+        e.to_string().contains("Linked clone feature is not supported for 'local:100/vm-100-disk-0.qcow2' (scsi0)"),
+        "{e}"
+    );
     // the backend says why before asking
     let dir = tempfile::tempdir().unwrap();
     let e = backend(&server, dir.path(), None, Some(100)).prepare().await.unwrap_err().to_string();
@@ -347,4 +371,105 @@ async fn snapshot_rollback_restores_a_changed_screen() {
     let report = b.teardown().await;
     assert!(report.errors.is_empty(), "{report:?}");
     assert!(!server.is_running(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_through_vncproxy_and_the_websocket_with_a_health_probe() {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = backend(&server, dir.path(), Some(100), None);
+    let begun = Instant::now();
+    let access = b.start_for_run().await.unwrap();
+    eprintln!("prepare + start + health probe + proxy: {:?}", begun.elapsed());
+    assert!(server.counters().websocket_upgrades >= 1, "the probe went through the websocket");
+    let endpoint_text = access.endpoint.to_string();
+    assert!(
+        endpoint_text.starts_with("wss://127.0.0.1:") && endpoint_text.ends_with("/vncwebsocket?..."),
+        "{endpoint_text}"
+    );
+    let debug = format!("{access:?}");
+    assert!(!debug.contains("PVEAPIToken=root") && !debug.contains("PVEVNC"), "{debug}");
+    let opts = smoke::rfb::ConnectOptions {
+        password: access.password.clone(),
+        timeout: Duration::from_secs(10),
+        encodings: smoke::rfb::ConnectOptions::default().encodings,
+        username: None,
+        tls: Default::default(),
+    };
+    let vnc = smoke::rfb::VncClient::connect(&access.endpoint, &opts).await.unwrap();
+    let frame = vnc.capture(Duration::from_secs(10)).await.unwrap();
+    assert!(frame.width() >= 640, "{}x{}", frame.width(), frame.height());
+    vnc.close().await;
+    let n = server.counters();
+    assert!(n.ws_bytes_out > 1000 && n.ws_bytes_in > 0, "{n:?}");
+    // one connection per vncproxy: the same access again is refused
+    let again = smoke::rfb::VncClient::connect(&access.endpoint, &opts).await;
+    assert!(again.is_err(), "a used proxy accepted a second connection");
+    // a fresh one works, with ticket login too (the cookie instead of the token header)
+    b.probe(Duration::from_secs(10)).await.unwrap();
+    let report = b.teardown().await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!server.is_running(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_vm_fails_the_probe_and_is_brought_back_once() {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = backend(&server, dir.path(), Some(100), None);
+    b.prepare().await.unwrap();
+    let e = b.probe(Duration::from_secs(5)).await.unwrap_err().to_string();
+    assert!(e.contains("not running"), "{e}");
+    b.ensure_healthy(Duration::from_secs(20)).await.unwrap();
+    assert!(server.is_running(100));
+    b.teardown().await;
+    assert!(!server.is_running(100), "smoke started it, so teardown stops it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_run_on_a_proxmox_target_through_the_websocket() {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("pve-token"), format!("{}\n", server.token())).unwrap();
+    let inventory = format!(
+        "default: pve-target\ntargets:\n  pve-target:\n    backend: proxmox\n    family: linux\n    proxmox:\n      url: {}\n      node: {}\n      vmid: 100\n      token_file: {}\n      fingerprint: \"{}\"\n      shutdown_timeout: 2s\n",
+        server.url(),
+        server.node(),
+        project.path().join("pve-token").display(),
+        server.certs.fingerprint
+    );
+    std::fs::write(project.path().join("inventory.yaml"), inventory).unwrap();
+    std::fs::write(
+        project.path().join("scenario.yaml"),
+        "name: pve\nsteps:\n  - label: the guest booted\n    wait_for: {ocr: SMOKE-GUEST-READY}\n    timeout: 60s\n  - label: type on the console\n    type: \"echo PVE-STATE-ONE\\n\"\n    verify: {ocr: PVE-STATE-ONE}\n    timeout: 20s\n",
+    )
+    .unwrap();
+    let results = project.path().join("results");
+    let cwd = project.path().to_path_buf();
+    let t = Instant::now();
+    let (out, run) = tokio::task::spawn_blocking(move || {
+        let _one = support::lock();
+        support::run(&cwd, "scenario.yaml", &results, &["--os", "pve-target"])
+    })
+    .await
+    .unwrap();
+    eprintln!("smoke run --os pve-target: {:?}", t.elapsed());
+    let run = run.unwrap_or_else(|| panic!("no run folder: {}", support::text(&out)));
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    assert!(server.counters().websocket_upgrades >= 2, "probe and run connections: {:?}", server.counters());
+    assert!(!server.is_running(100), "the VM smoke started is stopped at the end");
+    // no secret in the run's files
+    let secret = server.token();
+    let secret = secret.split_once('=').unwrap().1;
+    for entry in std::fs::read_dir(&run).unwrap().flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            assert!(!text.contains(secret), "{} holds the token secret", entry.path().display());
+        }
+    }
 }

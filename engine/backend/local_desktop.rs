@@ -94,6 +94,8 @@ impl LocalDesktopSession {
             password: Some(self.password.clone()),
             // on loopback Raw costs the server nothing to encode: ~5x faster than ZRLE
             encodings: Some(vec![Encoding::Raw, Encoding::CopyRect, Encoding::Zrle, Encoding::DesktopSize]),
+            username: None,
+            tls: Default::default(),
         }
     }
 

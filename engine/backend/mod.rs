@@ -3,6 +3,9 @@
 //! - `local-desktop`: a private TigerVNC Xvnc desktop with a window manager,
 //!   started for the run; commands run locally inside it.
 //! - `vnc`: an existing VNC server; commands only over SSH.
+//! - `qemu`: a local QEMU VM ([`crate::vm::qemu`]) started for the run and
+//!   torn down with a powerdown/SIGTERM/SIGKILL ladder; commands over SSH
+//!   through a forwarded loopback port.
 //!
 //! Every backend yields a [`Machine`]: a VNC endpoint (with its password,
 //! remembered for redaction) and, when the target can run commands,
@@ -44,6 +47,14 @@ pub enum BackendError {
     Command { what: String, detail: String },
     #[error("{0}")]
     Session(String),
+    #[error(transparent)]
+    Vm(Box<crate::vm::VmError>),
+}
+
+impl From<crate::vm::VmError> for BackendError {
+    fn from(e: crate::vm::VmError) -> Self {
+        BackendError::Vm(Box::new(e))
+    }
 }
 
 impl From<crate::ssh::SshError> for BackendError {
@@ -59,6 +70,32 @@ pub struct VncAccess {
     pub password: Option<String>,
     /// Encoding preference; `None` for the client's default (ZRLE first).
     pub encodings: Option<Vec<crate::rfb::Encoding>>,
+    /// VeNCrypt Plain username.
+    pub username: Option<String>,
+    /// Certificate checks for VeNCrypt X509 subtypes.
+    pub tls: crate::rfb::TlsSettings,
+}
+
+impl VncAccess {
+    /// An access without VeNCrypt settings.
+    pub fn plain(endpoint: Endpoint, password: Option<String>) -> VncAccess {
+        VncAccess { endpoint, password, encodings: None, username: None, tls: Default::default() }
+    }
+
+    /// Connection options for this access (`timeout` per connect/handshake).
+    pub fn connect_options(&self, timeout: Duration) -> crate::rfb::ConnectOptions {
+        let mut opts = crate::rfb::ConnectOptions {
+            password: self.password.clone(),
+            timeout,
+            username: self.username.clone(),
+            tls: self.tls.clone(),
+            ..Default::default()
+        };
+        if let Some(e) = &self.encodings {
+            opts.encodings = e.clone();
+        }
+        opts
+    }
 }
 
 /// Context for preparing a machine.
@@ -80,7 +117,13 @@ pub struct Machine {
 enum Display {
     LocalDesktop(Box<local_desktop::LocalDesktopSession>),
     Vnc(VncAccess),
+    /// A VM started for the run, and how its screen was reached at start.
+    /// (In a mutex only so that a `Machine` is `Sync`; `&mut` access never locks.)
+    Vm(Box<std::sync::Mutex<Box<dyn crate::vm::VmBackend>>>, VncAccess),
 }
+
+/// Budget for a started VM's VNC server to answer.
+const VM_VNC_READY: Duration = Duration::from_secs(30);
 
 impl Machine {
     /// Prepare the target: start what it needs and wait until it is usable
@@ -96,22 +139,43 @@ impl Machine {
                     None => None,
                 };
                 Display::Vnc(VncAccess {
-                    endpoint: Endpoint::Tcp { host: v.host.clone(), port: v.port },
+                    endpoint: v.endpoint.clone(),
                     password,
                     encodings: None,
+                    username: v.username.clone(),
+                    tls: v.tls.clone(),
                 })
             }
-            Backend::Proxmox(_) => {
-                return Err(BackendError::Session(format!(
-                    "target '{}': backend: proxmox needs the websocket VNC transport, which this build lacks",
-                    target.name
-                )));
+            Backend::Proxmox(settings) => {
+                let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
+                let access = vm.start_for_run().await?;
+                Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access)
+            }
+            Backend::Qemu(settings) => {
+                let mut settings = settings.clone();
+                settings.resolve(&ctx.cwd);
+                let vm = Box::new(crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs));
+                let (vm, access) = start_vm(vm, ctx).await?;
+                Display::Vm(Box::new(std::sync::Mutex::new(vm)), access)
             }
         };
         let mut machine = Machine { display, commands: None };
         match machine.connect_commands(target, ctx).await {
             Ok(c) => {
                 machine.commands = c;
+                // a Proxmox proxy waits only 10 s for its connection: waiting for SSH outlasts it
+                if target.ssh.is_some()
+                    && matches!(target.backend, Backend::Proxmox(_))
+                    && let Display::Vm(vm, access) = &mut machine.display
+                {
+                    match vm.get_mut().unwrap_or_else(|p| p.into_inner()).vnc().await {
+                        Ok(fresh) => *access = fresh,
+                        Err(e) => {
+                            machine.teardown().await;
+                            return Err(e.into());
+                        }
+                    }
+                }
                 Ok(machine)
             }
             Err(e) => {
@@ -129,16 +193,29 @@ impl Machine {
         let Some(ssh) = &target.ssh else {
             return Ok(match &mut self.display {
                 Display::LocalDesktop(s) => s.take_commands().map(Commands::Local),
-                Display::Vnc(_) => None,
+                Display::Vnc(_) | Display::Vm(..) => None,
             });
         };
-        let client = crate::ssh::SshClient::wait_for(ssh, &ctx.secrets, ssh.wait).await?;
+        let mut ssh = ssh.clone();
+        if let Display::Vm(vm, _) = &mut self.display
+            && ssh.host.is_empty()
+        {
+            let vm = vm.get_mut().unwrap_or_else(|p| p.into_inner());
+            let Some((host, port)) = vm.ssh_endpoint() else {
+                return Err(BackendError::Session(format!(
+                    "target '{}' has ssh: but its VM forwards no SSH port (set ssh_forward: true)",
+                    target.name
+                )));
+            };
+            (ssh.host, ssh.port) = (host, port);
+        }
+        let client = crate::ssh::SshClient::wait_for(&ssh, &ctx.secrets, ssh.wait).await?;
         // a private desktop knows its display; a VM's session is found on the target
         let session = match &self.display {
             Display::LocalDesktop(s) => {
                 crate::inventory::SessionSpec::Env(vec![("DISPLAY".to_string(), format!(":{}", s.display()))])
             }
-            Display::Vnc(_) => target.session.clone(),
+            Display::Vnc(_) | Display::Vm(..) => target.session.clone(),
         };
         let shell = crate::guest::Shell::for_family(&target.family);
         Ok(Some(Commands::Ssh(Box::new(remote::RemoteCommands::new(std::sync::Arc::new(client), shell, session)))))
@@ -147,7 +224,15 @@ impl Machine {
     pub fn vnc(&self) -> VncAccess {
         match &self.display {
             Display::LocalDesktop(s) => s.vnc(),
-            Display::Vnc(v) => v.clone(),
+            Display::Vnc(v) | Display::Vm(_, v) => v.clone(),
+        }
+    }
+
+    /// The VM behind the target, for VM-only steps (snapshots, serial console).
+    pub fn vm(&mut self) -> Option<&mut dyn crate::vm::VmBackend> {
+        match &mut self.display {
+            Display::Vm(vm, _) => Some(vm.get_mut().unwrap_or_else(|p| p.into_inner()).as_mut()),
+            _ => None,
         }
     }
 
@@ -183,6 +268,83 @@ impl Machine {
         match self.display {
             Display::LocalDesktop(s) => s.teardown().await,
             Display::Vnc(_) => Vec::new(),
+            Display::Vm(vm, _) => {
+                let mut vm = vm.into_inner().unwrap_or_else(|p| p.into_inner());
+                teardown_notes(vm.teardown().await)
+            }
         }
+    }
+}
+
+/// Prepare and start a VM and wait until its VNC server answers; on failure
+/// the VM is torn down before the error returns.
+async fn start_vm(
+    mut vm: Box<dyn crate::vm::VmBackend>,
+    ctx: &StartContext,
+) -> Result<(Box<dyn crate::vm::VmBackend>, VncAccess), BackendError> {
+    let started = std::time::Instant::now();
+    let result = async {
+        for w in vm.prepare().await? {
+            tracing::warn!("{w}");
+        }
+        vm.start().await?;
+        let access = vm.vnc().await?;
+        if let Some(p) = &access.password {
+            ctx.secrets.remember(p);
+        }
+        wait_vnc_banner(&access.endpoint, VM_VNC_READY).await?;
+        Ok::<_, BackendError>(access)
+    }
+    .await;
+    match result {
+        Ok(access) => {
+            tracing::info!("{} VM up, VNC answers after {:.2}s", vm.kind(), started.elapsed().as_secs_f64());
+            Ok((vm, access))
+        }
+        Err(e) => {
+            for note in teardown_notes(vm.teardown().await) {
+                tracing::info!("{note}");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn teardown_notes(report: crate::vm::TeardownReport) -> Vec<String> {
+    let mut notes = vec![format!("VM: {} after {:.1}s", report.path, report.elapsed.as_secs_f64())];
+    notes.extend(report.steps.into_iter().map(|s| format!("  {s}")));
+    notes.extend(report.errors.into_iter().map(|e| format!("  error: {e}")));
+    notes
+}
+
+/// Wait until a VNC server sends its `RFB xxx.yyy` version (then hang up).
+async fn wait_vnc_banner(endpoint: &Endpoint, budget: Duration) -> Result<(), BackendError> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = async {
+            let mut banner = [0u8; 12];
+            match endpoint {
+                Endpoint::Tcp { host, port } => {
+                    tokio::net::TcpStream::connect((host.as_str(), *port)).await?.read_exact(&mut banner).await?
+                }
+                Endpoint::Unix(path) => tokio::net::UnixStream::connect(path).await?.read_exact(&mut banner).await?,
+                Endpoint::Tls { .. } | Endpoint::WebSocket(_) => {
+                    crate::rfb::transport::connect(endpoint, Duration::from_secs(2))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))?
+                        .read_exact(&mut banner)
+                        .await?
+                }
+            };
+            Ok::<_, std::io::Error>(banner.starts_with(b"RFB "))
+        };
+        if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            return Ok(());
+        }
+        if started.elapsed() >= budget {
+            return Err(BackendError::Timeout { what: format!("the VNC server at {endpoint}"), waited: budget });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -56,7 +56,9 @@ use crate::rfb::framebuffer::Framebuffer;
 use crate::rfb::handshake::{self, ServerInfo};
 use crate::rfb::protocol::{self, ClientMessage, Encoding, PixelFormat};
 use crate::rfb::session::{self, ClientStats, Shared};
+use crate::rfb::tls::TlsSettings;
 use crate::rfb::transport::{self, BoxedStream, Endpoint};
+use crate::rfb::vencrypt::Credentials;
 
 /// A capture with no fresh answer after this long sends its request again.
 const RESEND_AFTER: Duration = Duration::from_millis(500);
@@ -77,6 +79,10 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// Encodings in order of preference, pseudo-encodings included.
     pub encodings: Vec<Encoding>,
+    /// Username for VeNCrypt Plain subtypes (TigerVNC `-PlainUsers`).
+    pub username: Option<String>,
+    /// Certificate checks for VeNCrypt X509 subtypes.
+    pub tls: TlsSettings,
 }
 
 impl Default for ConnectOptions {
@@ -93,6 +99,8 @@ impl Default for ConnectOptions {
                 protocol::QEMU_EXTENDED_KEY_EVENT,
                 protocol::QEMU_POINTER_MOTION_CHANGE,
             ],
+            username: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -103,6 +111,8 @@ impl std::fmt::Debug for ConnectOptions {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("encodings", &self.encodings)
+            .field("username", &self.username)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -157,15 +167,17 @@ impl std::fmt::Debug for VncClient {
 async fn open_session(
     stream: BoxedStream,
     label: &str,
+    host: Option<&str>,
     opts: &ConnectOptions,
 ) -> Result<(Session, ServerInfo), RfbError> {
-    let (stream, info) =
-        match tokio::time::timeout(opts.timeout, handshake::handshake(stream, opts.password.as_deref())).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(RfbError::timeout(format!("the RFB handshake with {label}"), opts.timeout));
-            }
-        };
+    let creds =
+        Credentials { password: opts.password.as_deref(), username: opts.username.as_deref(), tls: &opts.tls, host };
+    let (stream, info) = match tokio::time::timeout(opts.timeout, handshake::handshake_with(stream, &creds)).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(RfbError::timeout(format!("the RFB handshake with {label}"), opts.timeout));
+        }
+    };
     let size = (u32::from(info.width), u32::from(info.height));
     let work = Framebuffer::new(size.0, size.1)?;
     let (read_half, mut write_half) = tokio::io::split(stream);
@@ -287,7 +299,7 @@ impl VncClient {
     pub async fn connect(endpoint: &Endpoint, opts: &ConnectOptions) -> Result<VncClient, RfbError> {
         let stream = transport::connect(endpoint, opts.timeout).await?;
         let label = endpoint.to_string();
-        let (session, info) = open_session(stream, &label, opts).await?;
+        let (session, info) = open_session(stream, &label, endpoint.host(), opts).await?;
         Ok(VncClient::new(session, info, label, Some(endpoint.clone()), opts))
     }
 
@@ -299,7 +311,7 @@ impl VncClient {
         label: &str,
         opts: &ConnectOptions,
     ) -> Result<VncClient, RfbError> {
-        let (session, info) = open_session(stream, label, opts).await?;
+        let (session, info) = open_session(stream, label, None, opts).await?;
         Ok(VncClient::new(session, info, label.to_string(), None, opts))
     }
 
@@ -388,7 +400,7 @@ impl VncClient {
             opts.timeout = opts.timeout.min(remaining);
             let attempt = async {
                 let stream = transport::connect(endpoint, opts.timeout).await?;
-                open_session(stream, label, &opts).await
+                open_session(stream, label, endpoint.host(), &opts).await
             };
             match attempt.await {
                 Ok((session, _)) => {

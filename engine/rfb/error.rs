@@ -49,6 +49,14 @@ pub enum RfbError {
     #[error("disconnected: {reason}")]
     Disconnected { reason: String },
 
+    /// A TLS session could not be set up or the certificate was refused.
+    #[error("TLS: {what}")]
+    Tls { what: String },
+
+    /// A transport below RFB (a websocket upgrade) failed.
+    #[error("transport: {what}")]
+    Transport { what: String },
+
     /// The server sent a value beyond what a sane server sends: a rectangle
     /// outside the framebuffer, an absurd size or length, zlib data inflating
     /// past what the rectangle can hold.

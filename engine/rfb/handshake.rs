@@ -1,11 +1,12 @@
 //! The RFB handshake and initialisation (RFC 6143 sections 7.1 and 7.3): agree
-//! on a protocol version (3.3, 3.7 or 3.8), pick and run a security type (None
-//! or VNC authentication), read SecurityResult where the version sends one,
-//! send ClientInit (always shared) and read ServerInit.
+//! on a protocol version (3.3, 3.7 or 3.8), pick and run a security type (None,
+//! VNC authentication, or VeNCrypt with its TLS and inner authentication),
+//! read SecurityResult where the version sends one, send ClientInit (always
+//! shared) and read ServerInit.
 //!
 //! It takes the stream by value and returns the stream the session continues
-//! on: security types that wrap the channel (VeNCrypt's TLS, to come) replace
-//! it midway. Reads are unbuffered: nothing after ServerInit is consumed.
+//! on: VeNCrypt replaces it midway with its TLS session. Reads are unbuffered:
+//! nothing after ServerInit is consumed.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
@@ -16,7 +17,9 @@ use crate::rfb::protocol::{
     self, MAX_NAME_LEN, MAX_REASON_LEN, PixelFormat, ProtocolVersion, SERVER_INIT_LEN, SecurityType, ServerInitHeader,
     VERSION_LEN,
 };
+use crate::rfb::tls::TlsSettings;
 use crate::rfb::transport::{BoxedStream, ByteStream};
+use crate::rfb::vencrypt::{self, Credentials, InnerAuth};
 
 /// What the handshake agreed on and what ServerInit said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +63,14 @@ async fn read_string<S: AsyncRead + Unpin>(stream: &mut S, what: &str, max: u32)
     Ok(protocol::decode_text(&bytes))
 }
 
-/// Which security type to use among those offered: None when offered and no
-/// password is given (or VNC auth is not offered), VNC authentication when a
-/// password is given, else an error naming what the server wanted.
+/// Which security type to use among those offered: VeNCrypt whenever offered
+/// (it encrypts); else None when offered and no password is given (or VNC
+/// auth is not offered), VNC authentication when a password is given, else an
+/// error naming what the server wanted.
 pub fn choose_security(offered: &[SecurityType], password: Option<&str>) -> Result<SecurityType, RfbError> {
+    if offered.contains(&SecurityType::VeNCrypt) {
+        return Ok(SecurityType::VeNCrypt);
+    }
     let has_none = offered.contains(&SecurityType::None);
     let has_vnc = offered.contains(&SecurityType::VncAuth);
     match (has_none, has_vnc, password.is_some()) {
@@ -73,25 +80,36 @@ pub fn choose_security(offered: &[SecurityType], password: Option<&str>) -> Resu
         (false, false, _) => {
             let names: Vec<String> = offered.iter().map(|t| t.name()).collect();
             Err(RfbError::unsupported(format!(
-                "security types: the server offers [{}], this client supports None and VNC authentication",
+                "security types: the server offers [{}], this client supports None, VNC authentication and VeNCrypt",
                 names.join(", ")
             )))
         }
     }
 }
 
-/// Run the whole handshake up to and including ServerInit; returns the
-/// stream to run the session on and what the server said.
+/// Run the whole handshake up to and including ServerInit with only a
+/// password (VeNCrypt X509 subtypes then verify against the system's roots).
 pub async fn handshake<S: ByteStream + 'static>(
     stream: S,
     password: Option<&str>,
 ) -> Result<(BoxedStream, ServerInfo), RfbError> {
+    let tls = TlsSettings::default();
+    handshake_with(stream, &Credentials { password, username: None, tls: &tls, host: None }).await
+}
+
+/// Run the whole handshake up to and including ServerInit; returns the
+/// stream to run the session on and what the server said.
+pub async fn handshake_with<S: ByteStream + 'static>(
+    stream: S,
+    creds: &Credentials<'_>,
+) -> Result<(BoxedStream, ServerInfo), RfbError> {
     let mut stream: BoxedStream = Box::new(stream);
-    let info = negotiate(&mut stream, password).await?;
+    let info = negotiate(&mut stream, creds).await?;
     Ok((stream, info))
 }
 
-async fn negotiate(stream: &mut BoxedStream, password: Option<&str>) -> Result<ServerInfo, RfbError> {
+async fn negotiate(stream: &mut BoxedStream, creds: &Credentials<'_>) -> Result<ServerInfo, RfbError> {
+    let password = creds.password;
     let greeting: [u8; VERSION_LEN] = read_array(stream, "the server's ProtocolVersion").await?;
     let (major, minor) = ProtocolVersion::parse(&greeting)?;
     let version = ProtocolVersion::negotiate(major, minor)?;
@@ -134,11 +152,27 @@ async fn negotiate(stream: &mut BoxedStream, password: Option<&str>) -> Result<S
 
     match security {
         SecurityType::VncAuth => {
-            let password = password.ok_or(RfbError::AuthRequired)?;
-            let challenge: [u8; auth::CHALLENGE_LEN] = read_array(stream, "the VNC authentication challenge").await?;
-            let response = auth::challenge_response(password, &challenge);
-            write_all(stream, &response, "the VNC authentication response").await?;
+            vnc_auth(stream, password).await?;
             read_security_result(stream, version).await?;
+        }
+        SecurityType::VeNCrypt => {
+            let subtype = vencrypt::negotiate(stream, creds).await?;
+            // The TLS session replaces the plain stream from here on.
+            let plain = std::mem::replace(stream, Box::new(tokio::io::duplex(1).0));
+            let mut secured: BoxedStream = Box::new(vencrypt::start_tls(plain, subtype, creds).await?);
+            match subtype.inner() {
+                InnerAuth::None => {}
+                InnerAuth::Vnc => vnc_auth(&mut secured, password).await?,
+                InnerAuth::Plain => {
+                    let (Some(user), Some(pw)) = (creds.username, password) else {
+                        return Err(RfbError::AuthRequired);
+                    };
+                    vencrypt::send_plain(&mut secured, user, pw).await?;
+                }
+            }
+            // VeNCrypt servers send SecurityResult after every subtype.
+            read_security_result(&mut secured, version).await?;
+            *stream = secured;
         }
         SecurityType::None => {
             // Only 3.8 sends SecurityResult after None.
@@ -176,6 +210,14 @@ async fn negotiate(stream: &mut BoxedStream, password: Option<&str>) -> Result<S
     Ok(info)
 }
 
+/// VNC authentication: answer the 16-byte challenge.
+async fn vnc_auth<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, password: Option<&str>) -> Result<(), RfbError> {
+    let password = password.ok_or(RfbError::AuthRequired)?;
+    let challenge: [u8; auth::CHALLENGE_LEN] = read_array(stream, "the VNC authentication challenge").await?;
+    let response = auth::challenge_response(password, &challenge);
+    write_all(stream, &response, "the VNC authentication response").await
+}
+
 /// SecurityResult: 0 is OK; otherwise 3.8 sends a reason string, older
 /// versions just close the connection.
 async fn read_security_result<S: AsyncRead + Unpin>(stream: &mut S, version: ProtocolVersion) -> Result<(), RfbError> {
@@ -203,8 +245,9 @@ mod tests {
         assert_eq!(choose_security(&[None, VncAuth], Some("pw")).unwrap(), VncAuth);
         assert_eq!(choose_security(&[None], Some("pw")).unwrap(), None);
         assert!(matches!(choose_security(&[VncAuth], Option::None), Err(RfbError::AuthRequired)));
-        let err = choose_security(&[Other(19), Other(18)], Some("pw")).unwrap_err();
+        assert_eq!(choose_security(&[VncAuth, VeNCrypt], Some("pw")).unwrap(), VeNCrypt);
+        let err = choose_security(&[Other(18), Other(16)], Some("pw")).unwrap_err();
         assert!(matches!(err, RfbError::Unsupported { .. }));
-        assert!(err.to_string().contains("VeNCrypt (19)"), "{err}");
+        assert!(err.to_string().contains("TLS (18)"), "{err}");
     }
 }

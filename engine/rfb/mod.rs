@@ -1,10 +1,13 @@
-//! smoke's own RFB (VNC) client, on tokio: connect over TCP or a Unix socket,
-//! authenticate (None, VNC authentication), keep a live RGBA copy of the remote
+//! smoke's own RFB (VNC) client, on tokio: connect over TCP, a Unix socket, TLS
+//! or a websocket, authenticate (None, VNC authentication, VeNCrypt), keep a live RGBA copy of the remote
 //! screen, capture frames that are guaranteed fresh, and send key and pointer
 //! events.
 //!
 //! Layout, one concept per file:
-//! - [`transport`]: endpoints and the type-erased byte stream.
+//! - [`transport`]: endpoints and the type-erased byte stream (TCP, Unix, TLS, websocket).
+//! - [`tls`]: OpenSSL sessions: verified (CA or pinned fingerprint) or anonymous DH.
+//! - [`websocket`]: RFC 6455 client: upgrade, masked binary frames, byte stream.
+//! - [`vencrypt`]: VeNCrypt (type 19) subtypes, TLS and inner authentication.
 //! - [`protocol`]: the wire format, encode/decode only, no I/O.
 //! - [`auth`]: VNC authentication DES and the `vncpasswd` password file.
 //! - [`handshake`]: version, security and initialisation messages.
@@ -29,7 +32,10 @@ pub mod framebuffer;
 pub mod handshake;
 pub mod protocol;
 pub mod session;
+pub mod tls;
 pub mod transport;
+pub mod vencrypt;
+pub mod websocket;
 
 pub use auth::vnc_password_file;
 pub use client::{ConnectOptions, VncClient};
@@ -38,4 +44,6 @@ pub use framebuffer::Framebuffer;
 pub use handshake::ServerInfo;
 pub use protocol::{Encoding, PixelFormat, ProtocolVersion, SecurityType};
 pub use session::ClientStats;
-pub use transport::{BoxedStream, ByteStream, Endpoint};
+pub use tls::TlsSettings;
+pub use transport::{BoxedStream, ByteStream, Endpoint, WebSocketEndpoint};
+pub use websocket::WebSocketUrl;

@@ -93,6 +93,7 @@ pub enum SecurityType {
     Invalid,
     None,
     VncAuth,
+    VeNCrypt,
     Other(u8),
 }
 
@@ -102,6 +103,7 @@ impl SecurityType {
             0 => SecurityType::Invalid,
             1 => SecurityType::None,
             2 => SecurityType::VncAuth,
+            19 => SecurityType::VeNCrypt,
             other => SecurityType::Other(other),
         }
     }
@@ -111,6 +113,7 @@ impl SecurityType {
             SecurityType::Invalid => 0,
             SecurityType::None => 1,
             SecurityType::VncAuth => 2,
+            SecurityType::VeNCrypt => 19,
             SecurityType::Other(v) => v,
         }
     }

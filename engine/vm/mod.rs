@@ -1,4 +1,3 @@
-// LOCAL SCAFFOLD (not committed): H1 owns this file.
 //! Virtual machines as targets: one trait, [`VmBackend`], for every way smoke
 //! runs a VM (a local QEMU, a Proxmox VE node), and the types it speaks.
 //!
@@ -12,9 +11,13 @@
 //! so a `Box<dyn VmBackend>` can be chosen from the inventory at run time.
 
 pub mod proxmox;
+pub mod qemu;
+pub mod qmp;
+pub mod serial;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed future of a VM operation.
@@ -49,6 +52,10 @@ pub enum VmError {
     /// Another run holds the VM (or its GPU).
     #[error("{resource} is in use by {holder}")]
     Busy { resource: String, holder: String },
+    #[error(transparent)]
+    Serial(#[from] serial::SerialError),
+    #[error(transparent)]
+    Qmp(#[from] qmp::QmpError),
 }
 
 /// A GPU passed through to a VM, for locking it across runs.
@@ -200,6 +207,10 @@ pub trait VmBackend: Send {
     fn screendump(&mut self) -> VmFuture<'_, crate::frame::Frame> {
         unsupported(self.kind(), "take a screendump")
     }
+    /// The guest's first serial port.
+    fn serial(&mut self) -> VmFuture<'_, Arc<serial::SerialConsole>> {
+        unsupported(self.kind(), "open a serial console")
+    }
     /// A new VM sharing this one's disk copy-on-write.
     fn linked_clone(&mut self, name: &str) -> VmFuture<'_, Box<dyn VmBackend>> {
         let _ = name;
@@ -207,3 +218,79 @@ pub trait VmBackend: Send {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_names_in_order() {
+        let c = Capabilities { snapshots: true, serial: true, linked_clone: true, ..Default::default() };
+        assert_eq!(c.names(), vec!["snapshots", "serial", "linked-clone"]);
+        assert!(Capabilities::default().names().is_empty());
+    }
+
+    struct Bare;
+    impl VmBackend for Bare {
+        fn kind(&self) -> &'static str {
+            "bare"
+        }
+        fn lock_key(&self) -> String {
+            "bare:1".into()
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        fn prepare(&mut self) -> VmFuture<'_, Vec<String>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn start(&mut self) -> VmFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn status(&mut self) -> VmFuture<'_, VmStatus> {
+            Box::pin(async { Ok(VmStatus::Stopped) })
+        }
+        fn stop(&mut self, _mode: StopMode) -> VmFuture<'_, StopOutcome> {
+            Box::pin(async { Ok(StopOutcome { path: StopPath::AlreadyStopped, elapsed: Duration::ZERO }) })
+        }
+        fn reset(&mut self) -> VmFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn snapshot_create(&mut self, _name: &str) -> VmFuture<'_, ()> {
+            unsupported("bare", "take snapshots")
+        }
+        fn snapshot_rollback(&mut self, _name: &str) -> VmFuture<'_, ()> {
+            unsupported("bare", "roll back snapshots")
+        }
+        fn snapshot_delete(&mut self, _name: &str) -> VmFuture<'_, ()> {
+            unsupported("bare", "delete snapshots")
+        }
+        fn snapshot_list(&mut self) -> VmFuture<'_, Vec<SnapshotInfo>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+        fn vnc(&mut self) -> VmFuture<'_, crate::backend::VncAccess> {
+            unsupported("bare", "show a screen")
+        }
+        fn ssh_endpoint(&self) -> Option<(String, u16)> {
+            None
+        }
+        fn teardown(&mut self) -> Pin<Box<dyn Future<Output = TeardownReport> + Send + '_>> {
+            Box::pin(async {
+                TeardownReport {
+                    path: StopPath::AlreadyStopped,
+                    elapsed: Duration::ZERO,
+                    steps: Vec::new(),
+                    errors: Vec::new(),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn optional_abilities_default_to_unsupported_through_dyn() {
+        let mut vm: Box<dyn VmBackend> = Box::new(Bare);
+        let e = vm.screendump().await.unwrap_err();
+        assert_eq!(e.to_string(), "the bare backend cannot take a screendump");
+        assert!(matches!(vm.serial().await, Err(VmError::Unsupported { operation: "open a serial console", .. })));
+        assert!(matches!(vm.linked_clone("x").await, Err(VmError::Unsupported { backend: "bare", .. })));
+    }
+}

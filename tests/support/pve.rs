@@ -89,8 +89,21 @@ impl Certs {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-                "node.pem", "-days", "2", "-extfile", "ext.cnf",
+                "x509",
+                "-req",
+                "-in",
+                "node.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "node.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
             ],
         );
         let der = std::process::Command::new("openssl")
@@ -112,10 +125,8 @@ impl Certs {
 
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
-        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(&self.node_pem)
-            .unwrap()
-            .map(|c| c.unwrap())
-            .collect();
+        let certs: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_file_iter(&self.node_pem).unwrap().map(|c| c.unwrap()).collect();
         let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&self.node_key).unwrap();
         let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -327,7 +338,7 @@ impl PveServer {
             (
                 "args",
                 format!(
-                    "-kernel {} -initrd {} -append 'console=ttyS0 console=tty0 quiet loglevel=3'",
+                    "-kernel {} -initrd {} -append 'console=ttyS0 console=tty0 quiet loglevel=3 no_timer_check'",
                     guest.join("vmlinuz").display(),
                     guest.join("initramfs.cpio.gz").display()
                 ),
@@ -527,7 +538,10 @@ async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, resp: &Response) -> st
     w.flush().await
 }
 
-async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(st: Shared, stream: S) -> std::io::Result<()> {
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    st: Shared,
+    stream: S,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
     loop {
         let Some(req) = read_request(&mut reader).await else { return Ok(()) };
@@ -608,7 +622,10 @@ fn verify_csrf(s: &State, user: &str, token: Option<&str>) -> bool {
     let Some((ts, sig)) = token.and_then(|t| t.split_once(':')) else { return false };
     let Ok(t) = u64::from_str_radix(ts, 16) else { return false };
     let age = now_secs() as i64 - t as i64;
-    ts.len() == 8 && hmac(&s.key, &format!("{ts}:{user}")) == sig && age > -300 && (age as u64) < s.opts.ticket_lifetime.as_secs()
+    ts.len() == 8
+        && hmac(&s.key, &format!("{ts}:{user}")) == sig
+        && age > -300
+        && (age as u64) < s.opts.ticket_lifetime.as_secs()
 }
 
 fn vnc_ticket(s: &State, user: &str, vmid: u32, port: u16) -> String {
@@ -649,7 +666,12 @@ fn unauthorized(reason: &str) -> Response {
 
 async fn handle(st: &Shared, req: &Request) -> Outcome {
     let Some(rel) = req.path.strip_prefix("/api2/json") else {
-        return Outcome::Reply(Response { status: 501, reason: "no such uri".into(), body: None, delay: Duration::ZERO });
+        return Outcome::Reply(Response {
+            status: 501,
+            reason: "no such uri".into(),
+            body: None,
+            delay: Duration::ZERO,
+        });
     };
     let rel = rel.trim_end_matches('/').to_string();
     let mut params = BTreeMap::new();
@@ -673,21 +695,30 @@ async fn handle(st: &Shared, req: &Request) -> Outcome {
     let ticket = auth_value(req.header("Cookie"), "PVEAuthCookie")
         .or_else(|| auth_value(req.header("Authorization"), "PVEAuthCookie"));
     let token = if ticket.is_none() { auth_value(req.header("Authorization"), "PVEAPIToken") } else { None };
-    let kind = if ticket.is_some() { "ticket" } else if token.is_some() { "token" } else { "none" };
+    let kind = if ticket.is_some() {
+        "ticket"
+    } else if token.is_some() {
+        "token"
+    } else {
+        "none"
+    };
     st.lock().unwrap().counters.requests.push((req.method.clone(), rel.clone(), kind.into()));
     let caller = if no_auth {
         None
     } else {
         let s = st.lock().unwrap();
         if let Some(t) = &token {
-            let ok = t.split_once('=').is_some_and(|(id, secret)| s.opts.tokens.iter().any(|(i, v)| i == id && v == secret));
+            let ok =
+                t.split_once('=').is_some_and(|(id, secret)| s.opts.tokens.iter().any(|(i, v)| i == id && v == secret));
             if !ok {
                 return Outcome::Reply(unauthorized("Authentication failed!"));
             }
             Some(Caller::Token(t.split_once('=').map(|(id, _)| id.to_string()).unwrap_or_default()))
         } else {
             let Some(t) = &ticket else { return Outcome::Reply(unauthorized("No ticket")) };
-            let Some(user) = verify_ticket(&s, t) else { return Outcome::Reply(unauthorized("Authentication failed!")) };
+            let Some(user) = verify_ticket(&s, t) else {
+                return Outcome::Reply(unauthorized("Authentication failed!"));
+            };
             if req.method != "GET" && !verify_csrf(&s, &user, req.header("CSRFPreventionToken")) {
                 drop(s);
                 st.lock().unwrap().counters.csrf_refusals += 1;
@@ -705,7 +736,12 @@ async fn handle(st: &Shared, req: &Request) -> Outcome {
 }
 
 /// Check parameters like PVE's JSON schema: unknown and missing ones are 400.
-fn check_params(params: &BTreeMap<String, String>, allowed: &[&str], required: &[&str], booleans: &[&str]) -> Option<Response> {
+fn check_params(
+    params: &BTreeMap<String, String>,
+    allowed: &[&str],
+    required: &[&str],
+    booleans: &[&str],
+) -> Option<Response> {
     let mut errors = BTreeMap::new();
     for k in params.keys() {
         if !allowed.contains(&k.as_str()) && !required.contains(&k.as_str()) {
@@ -784,7 +820,13 @@ fn config_missing(node: &str, vmid: u32) -> Response {
     Response::error(500, &format!("Configuration file 'nodes/{node}/qemu-server/{vmid}.conf' does not exist"))
 }
 
-async fn route(st: &Shared, method: &str, rel: &str, params: BTreeMap<String, String>, caller: Option<&Caller>) -> Response {
+async fn route(
+    st: &Shared,
+    method: &str,
+    rel: &str,
+    params: BTreeMap<String, String>,
+    caller: Option<&Caller>,
+) -> Response {
     let segs: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
     let user = caller.map(|c| c.user().to_string()).unwrap_or_default();
     let node = st.lock().unwrap().opts.node.clone();
@@ -798,16 +840,20 @@ async fn route(st: &Shared, method: &str, rel: &str, params: BTreeMap<String, St
             if let Some(v) = params.get("vmid") {
                 let id: u32 = v.parse().unwrap_or(0);
                 if s.vms.contains_key(&id) {
-                    return Response::param_errors(BTreeMap::from([("vmid".into(), format!("VM {id} already exists"))]));
+                    return Response::param_errors(BTreeMap::from([(
+                        "vmid".into(),
+                        format!("VM {id} already exists"),
+                    )]));
                 }
                 return Response::ok(Value::String(v.clone()));
             }
             let id = (100u32..).find(|i| !s.vms.contains_key(i)).unwrap();
             Response::ok(json!(id))
         }
-        (_, ["nodes", n, ..]) if *n != node => {
-            Response::error(500, &format!("hostname lookup '{n}' failed - failed to get address info for: {n}: Name or service not known"))
-        }
+        (_, ["nodes", n, ..]) if *n != node => Response::error(
+            500,
+            &format!("hostname lookup '{n}' failed - failed to get address info for: {n}: Name or service not known"),
+        ),
         ("GET", ["nodes", _, "tasks", upid, "status"]) => {
             let s = st.lock().unwrap();
             let Some(t) = s.tasks.get(*upid) else {
@@ -835,14 +881,8 @@ async fn route(st: &Shared, method: &str, rel: &str, params: BTreeMap<String, St
             };
             let start: usize = params.get("start").and_then(|v| v.parse().ok()).unwrap_or(0);
             let limit: usize = params.get("limit").and_then(|v| v.parse().ok()).unwrap_or(50);
-            let lines: Vec<Value> = t
-                .log
-                .iter()
-                .enumerate()
-                .skip(start)
-                .take(limit)
-                .map(|(i, l)| json!({"n": i + 1, "t": l}))
-                .collect();
+            let lines: Vec<Value> =
+                t.log.iter().enumerate().skip(start).take(limit).map(|(i, l)| json!({"n": i + 1, "t": l})).collect();
             let mut r = Response::ok(Value::Array(lines));
             if let Some(b) = r.body.as_mut() {
                 b["total"] = json!(t.log.len());
@@ -851,16 +891,29 @@ async fn route(st: &Shared, method: &str, rel: &str, params: BTreeMap<String, St
         }
         (_, ["nodes", _, "qemu", id, rest @ ..]) => {
             let Ok(vmid) = id.parse::<u32>() else {
-                return Response::param_errors(BTreeMap::from([("vmid".into(), "type check ('integer') failed".into())]));
+                return Response::param_errors(BTreeMap::from([(
+                    "vmid".into(),
+                    "type check ('integer') failed".into(),
+                )]));
             };
             vm_route(st, method, vmid, rest, params, &user, &node).await
         }
-        _ => Response { status: 501, reason: format!("Method '{method} {rel}' not implemented"), body: None, delay: Duration::ZERO },
+        _ => Response {
+            status: 501,
+            reason: format!("Method '{method} {rel}' not implemented"),
+            body: None,
+            delay: Duration::ZERO,
+        },
     }
 }
 
 fn login(st: &Shared, params: BTreeMap<String, String>) -> Response {
-    if let Some(r) = check_params(&params, &["realm", "otp", "path", "privs", "new-format", "tfa-challenge"], &["username", "password"], &["new-format"]) {
+    if let Some(r) = check_params(
+        &params,
+        &["realm", "otp", "path", "privs", "new-format", "tfa-challenge"],
+        &["username", "password"],
+        &["new-format"],
+    ) {
         return r;
     }
     let mut s = st.lock().unwrap();
@@ -887,8 +940,23 @@ fn login(st: &Shared, params: BTreeMap<String, String>) -> Response {
     }))
 }
 
-const CONFIG_KEYS: &[&str] =
-    &["name", "memory", "cores", "sockets", "vga", "machine", "tablet", "ostype", "args", "description", "scsi0", "boot", "agent", "onboot", "tags"];
+const CONFIG_KEYS: &[&str] = &[
+    "name",
+    "memory",
+    "cores",
+    "sockets",
+    "vga",
+    "machine",
+    "tablet",
+    "ostype",
+    "args",
+    "description",
+    "scsi0",
+    "boot",
+    "agent",
+    "onboot",
+    "tags",
+];
 
 async fn vm_route(
     st: &Shared,
@@ -900,7 +968,7 @@ async fn vm_route(
     node: &str,
 ) -> Response {
     let exists = st.lock().unwrap().vms.contains_key(&vmid);
-    if !exists && !(method == "POST" && rest.is_empty()) {
+    if !(exists || method == "POST" && rest.is_empty()) {
         return config_missing(node, vmid);
     }
     match (method, rest) {
@@ -927,26 +995,54 @@ async fn vm_route(
             };
             if let Some(qmp) = qmp {
                 let state = qmp_command(&qmp, "query-status", json!({})).await;
-                d["qmpstatus"] = json!(state.ok().and_then(|v| v["status"].as_str().map(str::to_string)).unwrap_or("running".into()));
+                d["qmpstatus"] = json!(
+                    state.ok().and_then(|v| v["status"].as_str().map(str::to_string)).unwrap_or("running".into())
+                );
             }
             Response::ok(d)
         }
         ("POST", ["status", "start"]) => {
-            if let Some(r) = check_params(&params, &["skiplock", "stateuri", "migratedfrom", "migration_type", "migration_network", "machine", "force-cpu", "targetstorage", "timeout", "with-conntrack-state"], &[], &[]) {
+            if let Some(r) = check_params(
+                &params,
+                &[
+                    "skiplock",
+                    "stateuri",
+                    "migratedfrom",
+                    "migration_type",
+                    "migration_network",
+                    "machine",
+                    "force-cpu",
+                    "targetstorage",
+                    "timeout",
+                    "with-conntrack-state",
+                ],
+                &[],
+                &[],
+            ) {
                 return r;
             }
             let st2 = st.clone();
             fork_worker(st, "qmstart", vmid, user, async move { start_qemu(&st2, vmid, None).await })
         }
         ("POST", ["status", "stop"]) => {
-            if let Some(r) = check_params(&params, &["skiplock", "migratedfrom", "timeout", "keepActive", "overrule-shutdown"], &[], &["keepActive", "overrule-shutdown"]) {
+            if let Some(r) = check_params(
+                &params,
+                &["skiplock", "migratedfrom", "timeout", "keepActive", "overrule-shutdown"],
+                &[],
+                &["keepActive", "overrule-shutdown"],
+            ) {
                 return r;
             }
             let st2 = st.clone();
             fork_worker(st, "qmstop", vmid, user, async move { stop_qemu(&st2, vmid).await })
         }
         ("POST", ["status", "shutdown"]) => {
-            if let Some(r) = check_params(&params, &["skiplock", "timeout", "forceStop", "keepActive"], &[], &["forceStop", "keepActive"]) {
+            if let Some(r) = check_params(
+                &params,
+                &["skiplock", "timeout", "forceStop", "keepActive"],
+                &[],
+                &["forceStop", "keepActive"],
+            ) {
                 return r;
             }
             let timeout = params.get("timeout").and_then(|t| t.parse().ok()).unwrap_or(60u64);
@@ -980,7 +1076,14 @@ async fn vm_route(
             for (k, v) in c {
                 // numbers come back as numbers, as PVE's schema types them
                 let n = matches!(k.as_str(), "cores" | "sockets" | "tablet" | "template" | "onboot");
-                d.insert(k.clone(), if n { v.parse::<i64>().map(Value::from).unwrap_or(Value::String(v.clone())) } else { Value::String(v.clone()) });
+                d.insert(
+                    k.clone(),
+                    if n {
+                        v.parse::<i64>().map(Value::from).unwrap_or(Value::String(v.clone()))
+                    } else {
+                        Value::String(v.clone())
+                    },
+                );
             }
             let text: String = c.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
             d.insert("digest".into(), Value::String(ring_sha1_hex(&text)));
@@ -1039,7 +1142,10 @@ async fn vm_route(
             }
             let name = params["snapname"].clone();
             if !valid_snapname(&name) {
-                return Response::param_errors(BTreeMap::from([("snapname".into(), format!("invalid format - invalid configuration ID '{name}'"))]));
+                return Response::param_errors(BTreeMap::from([(
+                    "snapname".into(),
+                    format!("invalid format - invalid configuration ID '{name}'"),
+                )]));
             }
             if name == "current" || name.eq_ignore_ascii_case("pending") {
                 return Response::error(500, &format!("unable to use snapshot name '{name}' (reserved name)"));
@@ -1047,7 +1153,9 @@ async fn vm_route(
             let vmstate = truthy(params.get("vmstate"));
             let description = params.get("description").cloned().unwrap_or_default();
             let st2 = st.clone();
-            fork_worker(st, "qmsnapshot", vmid, user, async move { snapshot_create(&st2, vmid, &name, vmstate, description).await })
+            fork_worker(st, "qmsnapshot", vmid, user, async move {
+                snapshot_create(&st2, vmid, &name, vmstate, description).await
+            })
         }
         ("POST", ["snapshot", snap, "rollback"]) => {
             if let Some(r) = check_params(&params, &["start"], &[], &["start"]) {
@@ -1068,7 +1176,12 @@ async fn vm_route(
         }
         ("POST", ["clone"]) => clone_vm(st, vmid, params, user, node),
         ("DELETE", []) => {
-            if let Some(r) = check_params(&params, &["purge", "destroy-unreferenced-disks", "skiplock"], &[], &["purge", "destroy-unreferenced-disks"]) {
+            if let Some(r) = check_params(
+                &params,
+                &["purge", "destroy-unreferenced-disks", "skiplock"],
+                &[],
+                &["purge", "destroy-unreferenced-disks"],
+            ) {
                 return r;
             }
             {
@@ -1082,7 +1195,12 @@ async fn vm_route(
             fork_worker(st, "qmdestroy", vmid, user, async move { destroy_vm(&st2, vmid) })
         }
         ("POST", ["vncproxy"]) => vncproxy(st, vmid, params, user),
-        _ => Response { status: 501, reason: format!("Method '{method} /nodes/{node}/qemu/{vmid}/{}' not implemented", rest.join("/")), body: None, delay: Duration::ZERO },
+        _ => Response {
+            status: 501,
+            reason: format!("Method '{method} /nodes/{node}/qemu/{vmid}/{}' not implemented", rest.join("/")),
+            body: None,
+            delay: Duration::ZERO,
+        },
     }
 }
 
@@ -1137,7 +1255,11 @@ fn disk_path(dir: &Path, config: &BTreeMap<String, String>) -> Option<PathBuf> {
     let rel = vol.strip_prefix("local:")?;
     // a linked clone's volume is "<base volume>/<vmid>/<file>": the file lives under <vmid>/
     let parts: Vec<&str> = rel.split('/').collect();
-    let file = if parts.len() >= 4 { format!("{}/{}", parts[parts.len() - 2], parts[parts.len() - 1]) } else { rel.to_string() };
+    let file = if parts.len() >= 4 {
+        format!("{}/{}", parts[parts.len() - 2], parts[parts.len() - 1])
+    } else {
+        rel.to_string()
+    };
     Some(dir.join("images").join(file))
 }
 
@@ -1159,21 +1281,38 @@ async fn start_qemu(st: &Shared, vmid: u32, loadvm: Option<&str>) -> Result<(), 
     let vnc = run.join(format!("{vmid}.vnc"));
     let _ = std::fs::remove_file(&qmp);
     let _ = std::fs::remove_file(&vnc);
-    let machine = config.get("machine").map(|m| m.split(',').next().unwrap_or("pc").trim_start_matches("type=").to_string()).unwrap_or_else(|| "pc".into());
+    let machine = config
+        .get("machine")
+        .map(|m| m.split(',').next().unwrap_or("pc").trim_start_matches("type=").to_string())
+        .unwrap_or_else(|| "pc".into());
     let machine = if machine.contains("q35") { "q35" } else { "pc" };
-    let vga = config.get("vga").map(|v| v.split(',').next().unwrap_or("std").trim_start_matches("type=").to_string()).unwrap_or_else(|| "std".into());
+    let vga = config
+        .get("vga")
+        .map(|v| v.split(',').next().unwrap_or("std").trim_start_matches("type=").to_string())
+        .unwrap_or_else(|| "std".into());
     let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", machine, "-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-name", &format!("vm{vmid}")])
-        .args(["-m", config.get("memory").map_or("256", String::as_str)])
-        .args(["-smp", config.get("cores").map_or("1", String::as_str)])
-        .args(["-vga", if ["std", "cirrus", "vmware", "qxl", "virtio"].contains(&vga.as_str()) { &vga } else { "std" }])
-        .arg("-vnc")
-        .arg(format!("unix:{},password=on", vnc.display()))
-        .arg("-qmp")
-        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", run.join(format!("{vmid}.serial")).display()));
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-machine",
+        machine,
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+    ])
+    .args(["-name", &format!("vm{vmid}")])
+    .args(["-m", config.get("memory").map_or("256", String::as_str)])
+    .args(["-smp", config.get("cores").map_or("1", String::as_str)])
+    .args(["-vga", if ["std", "cirrus", "vmware", "qxl", "virtio"].contains(&vga.as_str()) { &vga } else { "std" }])
+    .arg("-vnc")
+    .arg(format!("unix:{},password=on", vnc.display()))
+    .arg("-qmp")
+    .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", run.join(format!("{vmid}.serial")).display()));
     if config.get("tablet").is_none_or(|t| t != "0") {
         cmd.args(["-usb", "-device", "usb-tablet,id=tablet"]);
     }
@@ -1197,7 +1336,10 @@ async fn start_qemu(st: &Shared, vmid: u32, loadvm: Option<&str>) -> Result<(), 
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(Some(status)) = q.child.try_wait() {
-            return Err(format!("start failed: QEMU exited with {status}: {}", std::fs::read_to_string(&err).unwrap_or_default().trim()));
+            return Err(format!(
+                "start failed: QEMU exited with {status}: {}",
+                std::fs::read_to_string(&err).unwrap_or_default().trim()
+            ));
         }
         if qmp_command(&qmp, "query-status", json!({})).await.is_ok() {
             break;
@@ -1237,10 +1379,10 @@ async fn wait_exit(st: &Shared, vmid: u32, timeout: Duration) -> bool {
 async fn stop_qemu(st: &Shared, vmid: u32) -> Result<(), String> {
     let Some(qmp) = qmp_of(st, vmid) else { return Ok(()) };
     let _ = qmp_command(&qmp, "quit", json!({})).await;
-    if !wait_exit(st, vmid, Duration::from_secs(10)).await {
-        if let Some(vm) = st.lock().unwrap().vms.get_mut(&vmid) {
-            vm.qemu = None; // SIGKILL on drop
-        }
+    if !wait_exit(st, vmid, Duration::from_secs(10)).await
+        && let Some(vm) = st.lock().unwrap().vms.get_mut(&vmid)
+    {
+        vm.qemu = None; // SIGKILL on drop
     }
     Ok(())
 }
@@ -1280,7 +1422,11 @@ async fn snapshot_create(st: &Shared, vmid: u32, name: &str, vmstate: bool, desc
     match qmp_of(st, vmid) {
         Some(qmp) if vmstate => hmp(&qmp, &format!("savevm {name}")).await?,
         // a disk-only snapshot of a running VM
-        Some(qmp) => qmp_command(&qmp, "blockdev-snapshot-internal-sync", json!({"device": "drive-scsi0", "name": name})).await.map(|_| ())?,
+        Some(qmp) => {
+            qmp_command(&qmp, "blockdev-snapshot-internal-sync", json!({"device": "drive-scsi0", "name": name}))
+                .await
+                .map(|_| ())?
+        }
         None => {
             let disk = disk.ok_or("VM has no disk")?;
             qemu_img(&["snapshot", "-c", name, &disk.display().to_string()])?;
@@ -1289,7 +1435,8 @@ async fn snapshot_create(st: &Shared, vmid: u32, name: &str, vmstate: bool, desc
     let mut s = st.lock().unwrap();
     let vm = s.vms.get_mut(&vmid).ok_or("VM vanished")?;
     let running = vm.qemu.is_some();
-    vm.snapshots.insert(name.to_string(), Snapshot { description, snaptime: now_secs(), vmstate: vmstate && running, parent });
+    vm.snapshots
+        .insert(name.to_string(), Snapshot { description, snaptime: now_secs(), vmstate: vmstate && running, parent });
     vm.config.insert("parent".into(), name.to_string());
     Ok(())
 }
@@ -1356,7 +1503,12 @@ async fn snapshot_delete(st: &Shared, vmid: u32, name: &str) -> Result<(), Strin
 }
 
 fn clone_vm(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str, node: &str) -> Response {
-    if let Some(r) = check_params(&params, &["name", "description", "pool", "snapname", "storage", "format", "full", "target", "bwlimit"], &["newid"], &["full"]) {
+    if let Some(r) = check_params(
+        &params,
+        &["name", "description", "pool", "snapname", "storage", "format", "full", "target", "bwlimit"],
+        &["newid"],
+        &["full"],
+    ) {
         return r;
     }
     let Ok(newid) = params["newid"].parse::<u32>() else {
@@ -1375,7 +1527,10 @@ fn clone_vm(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str
     if !full && !template {
         return Response::error(500, &format!("Linked clone feature is not supported for '{vol}' (scsi0)"));
     }
-    let name = params.get("name").cloned().unwrap_or_else(|| format!("Copy-of-VM-{}", config.get("name").cloned().unwrap_or_default()));
+    let name = params
+        .get("name")
+        .cloned()
+        .unwrap_or_else(|| format!("Copy-of-VM-{}", config.get("name").cloned().unwrap_or_default()));
     let st2 = st.clone();
     let _ = node;
     fork_worker(st, "qmclone", vmid, user, async move {
@@ -1389,7 +1544,17 @@ fn clone_vm(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str
             format!("local:{file}")
         } else {
             task_log_vm(&st2, vmid, &format!("create linked clone of drive scsi0 ({vol})"));
-            qemu_img(&["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &src.display().to_string(), &dst.display().to_string()])?;
+            qemu_img(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                &src.display().to_string(),
+                &dst.display().to_string(),
+            ])?;
             format!("{vol}/{file}")
         };
         let mut c: BTreeMap<String, String> =
@@ -1405,7 +1570,12 @@ fn clone_vm(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str
 fn task_log_vm(st: &Shared, vmid: u32, line: &str) {
     let mut s = st.lock().unwrap();
     let marker = format!(":{vmid}:");
-    if let Some(t) = s.tasks.values_mut().filter(|t| t.exitstatus.is_none() && t.upid.contains(&marker)).max_by_key(|t| t.upid.clone()) {
+    if let Some(t) = s
+        .tasks
+        .values_mut()
+        .filter(|t| t.exitstatus.is_none() && t.upid.contains(&marker))
+        .max_by_key(|t| t.upid.clone())
+    {
         t.log.push(line.to_string());
     }
 }
@@ -1462,7 +1632,9 @@ fn vnc_password() -> String {
 }
 
 fn vncproxy(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str) -> Response {
-    if let Some(r) = check_params(&params, &["websocket", "generate-password"], &[], &["websocket", "generate-password"]) {
+    if let Some(r) =
+        check_params(&params, &["websocket", "generate-password"], &[], &["websocket", "generate-password"])
+    {
         return r;
     }
     // next_vnc_port: the first free port from 5900 on localhost
@@ -1497,11 +1669,19 @@ fn vncproxy(st: &Shared, vmid: u32, params: BTreeMap<String, String>, user: &str
         Ok(())
     });
     let Some(Value::String(upid)) = resp.body.as_ref().map(|b| b["data"].clone()) else { return resp };
-    let cert = std::fs::read_to_string(&st.lock().unwrap().dir.join("certs/ca.pem")).unwrap_or_default();
-    Response::ok(json!({"user": user, "ticket": ticket, "port": port, "upid": upid, "cert": cert, "password": password}))
+    let cert = std::fs::read_to_string(st.lock().unwrap().dir.join("certs/ca.pem")).unwrap_or_default();
+    Response::ok(
+        json!({"user": user, "ticket": ticket, "port": port, "upid": upid, "cert": cert, "password": password}),
+    )
 }
 
-fn websocket_request(st: &Shared, req: &Request, rel: &str, params: &BTreeMap<String, String>, caller: Option<&Caller>) -> Outcome {
+fn websocket_request(
+    st: &Shared,
+    req: &Request,
+    rel: &str,
+    params: &BTreeMap<String, String>,
+    caller: Option<&Caller>,
+) -> Outcome {
     let segs: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
     let (node, vmid) = match segs.as_slice() {
         ["nodes", n, "qemu", id, "vncwebsocket"] => (n.to_string(), id.parse::<u32>().unwrap_or(0)),
@@ -1536,10 +1716,20 @@ fn websocket_request(st: &Shared, req: &Request, rel: &str, params: &BTreeMap<St
     }
     match req.header("Sec-WebSocket-Version") {
         Some("13") => {}
-        v => return Outcome::Reply(Response::error(500, &format!("unsupported websocket-version '{}'", v.unwrap_or("")))),
+        v => {
+            return Outcome::Reply(Response::error(
+                500,
+                &format!("unsupported websocket-version '{}'", v.unwrap_or("")),
+            ));
+        }
     }
-    let Some(key) = req.header("Sec-WebSocket-Key") else { return Outcome::Reply(Response::error(500, "missing websocket-key")) };
-    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    let Some(key) = req.header("Sec-WebSocket-Key") else {
+        return Outcome::Reply(Response::error(500, "missing websocket-key"));
+    };
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+    );
     let accept = BASE64.encode(digest.as_ref());
     Outcome::Upgrade { port, accept, proto: req.header("Sec-WebSocket-Protocol").unwrap_or("").to_string() }
 }
@@ -1563,7 +1753,11 @@ fn encode_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// websocket_proxy of PVE::APIServer::AnyEvent: frames from the client to the
 /// VNC port, bytes from the VNC port to binary frames; protocol violations end
 /// the connection.
-async fn websocket_proxy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(st: Shared, client: BufReader<S>, vnc: TcpStream) -> std::io::Result<()> {
+async fn websocket_proxy<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    st: Shared,
+    client: BufReader<S>,
+    vnc: TcpStream,
+) -> std::io::Result<()> {
     let (mut cr, cw) = tokio::io::split(client);
     let (mut vr, mut vw) = vnc.into_split();
     let cw = Arc::new(tokio::sync::Mutex::new(cw));

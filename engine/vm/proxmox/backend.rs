@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::secrets::SecretStore;
 use crate::vm::{
-    Capabilities, SnapshotInfo, StopMode, StopOutcome, StopPath, TeardownReport, VmBackend, VmError, VmFuture,
-    VmStatus,
+    Capabilities, SnapshotInfo, StopMode, StopOutcome, StopPath, TeardownReport, VmBackend, VmError, VmFuture, VmStatus,
 };
 
 use super::api::{self, VmRef};
@@ -29,6 +28,7 @@ use super::client::{ClientOptions, Credentials, Hidden, PveClient};
 use super::error::PveError;
 use super::settings::{AuthSource, ProxmoxSettings};
 use super::tasks::{self, Upid};
+use super::tls::Trust;
 use super::{preflight, vnc};
 
 /// How long tasks may take.
@@ -36,6 +36,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 const POWER_TIMEOUT: Duration = Duration::from_secs(120);
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(900);
 const CLONE_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// A hook that adjusts the API client's options before it connects.
+type AdjustOptions = dyn Fn(&mut ClientOptions) + Send + Sync;
 
 /// A VM on a Proxmox VE node.
 pub struct ProxmoxVm {
@@ -51,7 +54,7 @@ pub struct ProxmoxVm {
     /// Whether this backend started the VM (teardown stops only those).
     started: bool,
     /// Overrides the client options (tests: ticket renewal, timeouts).
-    client_options: Option<Box<dyn Fn(&mut ClientOptions) + Send + Sync>>,
+    client_options: Option<Box<AdjustOptions>>,
 }
 
 impl std::fmt::Debug for ProxmoxVm {
@@ -181,8 +184,7 @@ impl ProxmoxVm {
             )));
         }
         let newid = api::next_id(&client).await.map_err(|e| vm_err("get a free VMID", e))?;
-        let upid =
-            source.clone_to(&client, newid, name, false).await.map_err(|e| vm_err("make a linked clone", e))?;
+        let upid = source.clone_to(&client, newid, name, false).await.map_err(|e| vm_err("make a linked clone", e))?;
         tasks::wait(&client, &upid, CLONE_TIMEOUT).await.map_err(|e| vm_err("make a linked clone", e))?;
         tracing::info!(template, newid, "linked clone made");
         Ok(VmRef::new(self.settings.node.clone(), newid))
@@ -199,9 +201,7 @@ impl ProxmoxVm {
             self.secrets.remember(q.1);
         }
         for (_, v) in &ws.headers {
-            if v != "binary" {
-                self.secrets.remember(v);
-            }
+            self.secrets.remember(v);
         }
         Ok(ws)
     }
@@ -212,7 +212,10 @@ impl ProxmoxVm {
         match self.status_now().await? {
             VmStatus::Running => {}
             other => {
-                return Err(VmError::NotRunning { what: format!("VM {}", self.describe()), log_tail: format!("{other:?}") });
+                return Err(VmError::NotRunning {
+                    what: format!("VM {}", self.describe()),
+                    log_tail: format!("{other:?}"),
+                });
             }
         }
         let access = self.vnc_access().await?;
@@ -220,15 +223,40 @@ impl ProxmoxVm {
             password: access.password.clone(),
             timeout,
             encodings: access.encodings.clone().unwrap_or_else(|| crate::rfb::ConnectOptions::default().encodings),
+            username: access.username.clone(),
+            tls: access.tls.clone(),
         };
         let client = crate::rfb::VncClient::connect(&access.endpoint, &opts)
             .await
             .map_err(|e| VmError::Protocol { what: format!("VNC of VM {}", self.describe()), detail: e.to_string() })?;
         let frame = client.capture(timeout).await;
         client.close().await;
-        frame
-            .map(|_| ())
-            .map_err(|e| VmError::Protocol { what: format!("VNC frame of VM {}", self.describe()), detail: e.to_string() })
+        frame.map(|_| ()).map_err(|e| VmError::Protocol {
+            what: format!("VNC frame of VM {}", self.describe()),
+            detail: e.to_string(),
+        })
+    }
+
+    /// What `smoke run` needs: prepare (warnings logged), start, the health
+    /// probe (with one reset), and a fresh screen route to connect to within
+    /// 10 s. On failure the VM is torn down before the error returns.
+    pub async fn start_for_run(&mut self) -> Result<crate::backend::VncAccess, VmError> {
+        let result = async {
+            for w in self.prepare().await? {
+                tracing::warn!("{w}");
+            }
+            self.start().await?;
+            self.ensure_healthy(Duration::from_secs(30)).await?;
+            self.vnc_access().await
+        }
+        .await;
+        if result.is_err() {
+            let report = self.teardown_now().await;
+            for s in report.steps.iter().chain(&report.errors) {
+                tracing::info!("teardown: {s}");
+            }
+        }
+        result
     }
 
     /// Probe; on failure reset the VM once and probe again.
@@ -282,7 +310,7 @@ impl ProxmoxVm {
 
     async fn vnc_access(&mut self) -> Result<crate::backend::VncAccess, VmError> {
         let ws = self.vnc_websocket().await?;
-        websocket_access(ws)
+        websocket_access(ws, &self.settings.trust)
     }
 
     async fn stop_now(&mut self, mode: StopMode) -> Result<StopOutcome, VmError> {
@@ -342,10 +370,19 @@ impl ProxmoxVm {
     }
 }
 
-/// The screen route as the RFB client takes it.
-fn websocket_access(ws: vnc::VncWebSocket) -> Result<crate::backend::VncAccess, VmError> {
-    let _ = ws;
-    Err(VmError::Unsupported { backend: "proxmox", operation: "reach VNC over a websocket (transport pending)" })
+/// The screen route as the RFB client takes it: `wss://` with the API's
+/// authentication headers and the API's certificate trust.
+fn websocket_access(ws: vnc::VncWebSocket, trust: &Trust) -> Result<crate::backend::VncAccess, VmError> {
+    let url = crate::rfb::websocket::WebSocketUrl::parse(&ws.url)
+        .map_err(|e| VmError::Protocol { what: "the VNC websocket URL".into(), detail: e.to_string() })?;
+    let tls = crate::rfb::TlsSettings {
+        ca_file: trust.ca_file(),
+        fingerprint_sha256: trust.fingerprint_text(),
+        server_name: None,
+    };
+    let endpoint =
+        crate::rfb::Endpoint::WebSocket(crate::rfb::transport::WebSocketEndpoint { url, headers: ws.headers, tls });
+    Ok(crate::backend::VncAccess::plain(endpoint, Some(ws.password)))
 }
 
 impl VmBackend for ProxmoxVm {
@@ -443,11 +480,9 @@ impl VmBackend for ProxmoxVm {
     fn snapshot_delete(&mut self, name: &str) -> VmFuture<'_, ()> {
         let name = name.to_string();
         Box::pin(async move {
-            self.run_task("delete a snapshot", SNAPSHOT_TIMEOUT, async move |c, vm| {
-                vm.snapshot_delete(c, &name).await
-            })
-            .await
-            .map(|_| ())
+            self.run_task("delete a snapshot", SNAPSHOT_TIMEOUT, async move |c, vm| vm.snapshot_delete(c, &name).await)
+                .await
+                .map(|_| ())
         })
     }
 
@@ -503,6 +538,7 @@ impl VmBackend for ProxmoxVm {
 
 /// A VM name part: PVE names are DNS labels.
 fn sanitize(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     s.trim_matches('-').chars().take(30).collect()
 }

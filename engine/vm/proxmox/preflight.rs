@@ -55,7 +55,9 @@ pub fn warnings(vmid: u32, config: &BTreeMap<String, String>) -> Vec<String> {
         ));
     }
     if let Some(lock) = config.get("lock") {
-        out.push(format!("VM {vmid} is locked ({lock}): another operation holds it; starting or snapshotting may fail"));
+        out.push(format!(
+            "VM {vmid} is locked ({lock}): another operation holds it; starting or snapshotting may fail"
+        ));
     }
     out
 }
@@ -72,7 +74,9 @@ mod tests {
     fn a_q35_std_vm_with_default_tablet_has_no_warnings() {
         assert!(warnings(100, &conf(&[("vga", "std"), ("machine", "q35")])).is_empty());
         assert!(warnings(100, &conf(&[("machine", "pc-q35-9.2+pve1"), ("tablet", "1")])).is_empty());
-        assert!(warnings(100, &conf(&[("vga", "type=std,memory=32"), ("machine", "type=q35,viommu=intel")])).is_empty());
+        assert!(
+            warnings(100, &conf(&[("vga", "type=std,memory=32"), ("machine", "type=q35,viommu=intel")])).is_empty()
+        );
     }
 
     #[test]

@@ -17,7 +17,6 @@
 //!     shutdown_timeout: 30s
 //! ```
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::scenario::decode::{self, MapReader};
@@ -79,12 +78,7 @@ fn vmid(node: &Node, what: &str, diags: &mut Diagnostics) -> Option<u32> {
     decode::integer(node, what, 100, 999_999_999, diags).map(|v| v as u32)
 }
 
-fn secret(
-    m: &MapReader<'_>,
-    env_key: &str,
-    file_key: &str,
-    diags: &mut Diagnostics,
-) -> Option<Option<SecretSource>> {
+fn secret(m: &MapReader<'_>, env_key: &str, file_key: &str, diags: &mut Diagnostics) -> Option<Option<SecretSource>> {
     match (m.get(env_key), m.get(file_key)) {
         (None, None) => Some(None),
         (Some(e), None) => decode::non_empty(e, env_key, diags).map(|v| Some(SecretSource::Env(v))),
@@ -145,13 +139,13 @@ pub fn decode(node: &Node, diags: &mut Diagnostics) -> Option<ProxmoxSettings> {
             if let Some(e) = m.entry("token_id") {
                 diags.push(Diagnostic::new(&e.key_span, "token_id applies to token_env/token_file only"));
             }
-            if !user.contains('@') {
-                if let Some(n) = m.get("user") {
-                    diags.push(
-                        Diagnostic::new(&n.span, format!("user '{user}' has no realm"))
-                            .with_help(format!("e.g. {user}@pam or {user}@pve")),
-                    );
-                }
+            if !user.contains('@')
+                && let Some(n) = m.get("user")
+            {
+                diags.push(
+                    Diagnostic::new(&n.span, format!("user '{user}' has no realm"))
+                        .with_help(format!("e.g. {user}@pam or {user}@pve")),
+                );
             }
             Some(AuthSource::Password { user, password })
         }
@@ -179,7 +173,7 @@ pub fn decode(node: &Node, diags: &mut Diagnostics) -> Option<ProxmoxSettings> {
     let trust = match (m.get("ca"), m.get("fingerprint")) {
         (None, None) => Trust::System,
         (Some(c), None) => decode::non_empty(c, "proxmox.ca", diags)
-            .map(|p| Trust::CaFile(PathBuf::from(crate::inventory::expand_home(&p))))
+            .map(|p| Trust::CaFile(crate::inventory::expand_home(&p)))
             .unwrap_or(Trust::System),
         (None, Some(f)) => match decode::non_empty(f, "proxmox.fingerprint", diags).map(|t| parse_fingerprint(&t)) {
             Some(Ok(pin)) => Trust::Fingerprint(pin),
@@ -190,7 +184,10 @@ pub fn decode(node: &Node, diags: &mut Diagnostics) -> Option<ProxmoxSettings> {
             None => Trust::System,
         },
         (Some(_), Some(f)) => {
-            diags.push(Diagnostic::new(&f.span, "give ca (verify against the cluster CA) or fingerprint (pin), not both"));
+            diags.push(Diagnostic::new(
+                &f.span,
+                "give ca (verify against the cluster CA) or fingerprint (pin), not both",
+            ));
             Trust::System
         }
     };
@@ -267,11 +264,17 @@ mod tests {
         assert!(e.iter().any(|m| m.starts_with("8:7 ") && m.contains("not both")), "{e:?}");
         assert!(e.iter().any(|m| m.starts_with("10:20 ") && m.contains("not a SHA-256 fingerprint")), "{e:?}");
         let e = parse("      url: https://pve1\n      node: pve1\n      vmid: 120\n      user: smoke\n      password_env: P\n      clone: full\n").unwrap_err();
-        assert!(e.iter().any(|m| m.starts_with("8:13 ") && m.contains("has no realm") && m.contains("smoke@pam")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("8:13 ") && m.contains("has no realm") && m.contains("smoke@pam")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|m| m.contains("unknown clone kind 'full'")), "{e:?}");
         let e = parse("      url: https://pve1\n      node: pve1\n      vmid: 120\n").unwrap_err();
         assert!(e.iter().any(|m| m.contains("proxmox needs credentials")), "{e:?}");
-        let e = parse("      url: https://pve1\n      node: pve1\n      vmid: 99\n      token_env: T\n      tokn_file: x\n").unwrap_err();
+        let e = parse(
+            "      url: https://pve1\n      node: pve1\n      vmid: 99\n      token_env: T\n      tokn_file: x\n",
+        )
+        .unwrap_err();
         assert!(e.iter().any(|m| m.starts_with("7:13 ")), "vmid range: {e:?}");
         assert!(e.iter().any(|m| m.starts_with("9:7 unknown key 'tokn_file'")), "{e:?}");
     }

@@ -157,7 +157,10 @@ pub async fn wait(client: &PveClient, upid: &Upid, timeout: Duration) -> Result<
             TaskState::Stopped { exitstatus } => return outcome(client, upid, exitstatus).await,
         }
         if started.elapsed() >= timeout {
-            return Err(PveError::Timeout { what: format!("task {} for {} ({upid})", upid.kind, upid.id), waited: timeout });
+            return Err(PveError::Timeout {
+                what: format!("task {} for {} ({upid})", upid.kind, upid.id),
+                waited: timeout,
+            });
         }
         tokio::time::sleep(interval.min(timeout.saturating_sub(started.elapsed()))).await;
         interval = (interval * 2).min(Duration::from_secs(1));
@@ -173,13 +176,7 @@ async fn outcome(client: &PveClient, upid: &Upid, exitstatus: String) -> Result<
         return Ok(TaskOutcome::Warnings(n));
     }
     let log = log_tail(client, upid, 20).await.unwrap_or_else(|e| vec![format!("(task log unavailable: {e})")]);
-    Err(PveError::TaskFailed {
-        node: upid.node.clone(),
-        kind: upid.kind.clone(),
-        id: upid.id.clone(),
-        exitstatus,
-        log,
-    })
+    Err(PveError::TaskFailed { node: upid.node.clone(), kind: upid.kind.clone(), id: upid.id.clone(), exitstatus, log })
 }
 
 #[cfg(test)]

@@ -129,8 +129,7 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, TlsError> {
 
 fn ca_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
     let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| TlsError::CaFile { path: shown.clone(), detail: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| TlsError::CaFile { path: shown.clone(), detail: e.to_string() })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
         let cert = cert.map_err(|e| TlsError::CaFile { path: shown.clone(), detail: e.to_string() })?;

@@ -50,8 +50,9 @@ pub async fn open_proxy(client: &PveClient, vm: &VmRef) -> Result<VncProxy, PveE
         .and_then(|p| u16::try_from(p).ok())
         .ok_or_else(|| missing("port"))?;
     let ticket = Hidden::new(text("ticket").ok_or_else(|| missing("ticket"))?);
-    let password = Hidden::new(text("password").ok_or_else(|| {
-        PveError::Decode { what: what.clone(), detail: "no 'password': this PVE is too old for generate-password".into() }
+    let password = Hidden::new(text("password").ok_or_else(|| PveError::Decode {
+        what: what.clone(),
+        detail: "no 'password': this PVE is too old for generate-password".into(),
     })?);
     let upid = Upid::parse(&text("upid").ok_or_else(|| missing("upid"))?)?;
     Ok(VncProxy {
@@ -81,7 +82,7 @@ pub fn websocket_url(client: &PveClient, vm: &VmRef, proxy: &VncProxy) -> String
 pub struct VncWebSocket {
     /// `wss://...` with the ticket in the query (secret).
     pub url: String,
-    /// Authentication (`Cookie` or `Authorization`) and `Sec-WebSocket-Protocol: binary`; values secret.
+    /// Authentication (`Cookie` or `Authorization`); values secret.
     pub headers: Vec<(String, String)>,
     /// The VNC password (secret).
     pub password: String,
@@ -101,8 +102,8 @@ impl std::fmt::Debug for VncWebSocket {
 /// Open a proxy and describe the websocket to it.
 pub async fn websocket(client: &PveClient, vm: &VmRef) -> Result<(VncWebSocket, VncProxy), PveError> {
     let proxy = open_proxy(client, vm).await?;
-    let mut headers = client.auth_headers().await?;
-    headers.push(("Sec-WebSocket-Protocol".into(), "binary".into()));
+    // the transport asks for the `binary` subprotocol itself
+    let headers = client.auth_headers().await?;
     let ws = VncWebSocket {
         url: websocket_url(client, vm, &proxy),
         headers,
