@@ -128,7 +128,10 @@ async fn boot_serial_vnc_typing_savevm_loadvm_and_teardown_ladder() {
     eprintln!("boot to SMOKE-GUEST-READY on serial: {:?}", t.elapsed());
     assert_eq!(vm.status().await.unwrap(), VmStatus::Running);
 
-    // serial send/expect: only the command's output has 42 (the echo of the line has $((6*7)))
+    // serial send/expect: only the command's output has 42 (the echo of the line has $((6*7))).
+    // The banner comes before the serial shell starts: wait for its prompt, or
+    // the line may reach the tty before anything reads it.
+    serial.expect(&re(r"guest# "), Duration::from_secs(15)).await.unwrap();
     serial.send_line("echo SERIAL-$((6*7))").await.unwrap();
     serial.expect(&re(r"SERIAL-42"), Duration::from_secs(15)).await.unwrap();
 
