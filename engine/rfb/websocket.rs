@@ -411,50 +411,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WebSocketStream<S> {
                 buf.put_slice(&data);
                 return Poll::Ready(Ok(()));
             }
-            if this.remaining == 0 {
-                if let Some(header) = parse_header(&this.raw)? {
-                    let total = header.header_len as u64 + header.len;
-                    match header.opcode {
-                        OP_BINARY | OP_CONTINUATION => {
-                            this.raw.drain(..header.header_len);
-                            this.remaining = header.len;
-                            this.mask = header.mask.map(|m| (m, 0));
+            if this.remaining == 0
+                && let Some(header) = parse_header(&this.raw)?
+            {
+                let total = header.header_len as u64 + header.len;
+                match header.opcode {
+                    OP_BINARY | OP_CONTINUATION => {
+                        this.raw.drain(..header.header_len);
+                        this.remaining = header.len;
+                        this.mask = header.mask.map(|m| (m, 0));
+                        continue;
+                    }
+                    OP_TEXT => {
+                        return Poll::Ready(Err(protocol_error(
+                            "the server sent a text frame; RFB needs the binary subprotocol",
+                        )));
+                    }
+                    OP_PING | OP_PONG | OP_CLOSE => {
+                        if (this.raw.len() as u64) < total {
+                            // a control frame is at most 125 bytes: wait for all of it
+                        } else {
+                            let mut payload: Vec<u8> =
+                                this.raw.drain(..total as usize).skip(header.header_len).collect();
+                            if let Some(m) = header.mask {
+                                for (i, b) in payload.iter_mut().enumerate() {
+                                    *b ^= m[i % 4];
+                                }
+                            }
+                            match header.opcode {
+                                OP_PING => this.queue(OP_PONG, &payload)?,
+                                OP_CLOSE => {
+                                    if !this.close_sent {
+                                        this.close_sent = true;
+                                        this.queue(OP_CLOSE, payload.get(..2).unwrap_or_default())?;
+                                    }
+                                    this.closed = true;
+                                }
+                                _ => {}
+                            }
+                            let _ = this.poll_drain(cx)?;
                             continue;
                         }
-                        OP_TEXT => {
-                            return Poll::Ready(Err(protocol_error(
-                                "the server sent a text frame; RFB needs the binary subprotocol",
-                            )));
-                        }
-                        OP_PING | OP_PONG | OP_CLOSE => {
-                            if (this.raw.len() as u64) < total {
-                                // a control frame is at most 125 bytes: wait for all of it
-                            } else {
-                                let mut payload: Vec<u8> =
-                                    this.raw.drain(..total as usize).skip(header.header_len).collect();
-                                if let Some(m) = header.mask {
-                                    for (i, b) in payload.iter_mut().enumerate() {
-                                        *b ^= m[i % 4];
-                                    }
-                                }
-                                match header.opcode {
-                                    OP_PING => this.queue(OP_PONG, &payload)?,
-                                    OP_CLOSE => {
-                                        if !this.close_sent {
-                                            this.close_sent = true;
-                                            this.queue(OP_CLOSE, payload.get(..2).unwrap_or_default())?;
-                                        }
-                                        this.closed = true;
-                                    }
-                                    _ => {}
-                                }
-                                let _ = this.poll_drain(cx)?;
-                                continue;
-                            }
-                        }
-                        other => {
-                            return Poll::Ready(Err(protocol_error(&format!("unknown opcode {other:#x}"))));
-                        }
+                    }
+                    other => {
+                        return Poll::Ready(Err(protocol_error(&format!("unknown opcode {other:#x}"))));
                     }
                 }
             }
