@@ -126,7 +126,7 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
                         rows.push(row("vm", Status::Warn, w));
                     }
                     let accel = q.accel().map(|a| a.name()).unwrap_or("?");
-                    rows.push(vnc_row(&access.endpoint, access.password, &format!("QEMU ({accel})")).await);
+                    rows.push(vnc_row(&access, &format!("QEMU ({accel})")).await);
                 }
                 Err(e) => rows.push(row("vnc", Status::Fail, format!("the QEMU VM did not start: {e}"))),
             }

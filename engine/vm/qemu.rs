@@ -659,7 +659,7 @@ impl VmBackend for QemuVm {
                 .vnc_endpoint
                 .clone()
                 .ok_or_else(|| VmError::NotRunning { what: format!("VM '{}'", self.name), log_tail: String::new() })?;
-            Ok(VncAccess { endpoint, password: self.vnc_password.clone(), encodings: None })
+            Ok(VncAccess::plain(endpoint, self.vnc_password.clone()))
         })
     }
 
