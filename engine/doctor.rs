@@ -109,6 +109,14 @@ pub async fn check(target: &Target, ctx: &StartContext, opts: &DoctorOptions) ->
                 rows.push(vnc_row(&access, "").await);
             }
         }
+        Backend::Proxmox(p) => {
+            let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, p.clone(), ctx.secrets.clone());
+            rows.push(match vm.survey().await {
+                Ok((summary, warnings)) if warnings.is_empty() => row("proxmox", Status::Ok, summary),
+                Ok((summary, warnings)) => row("proxmox", Status::Warn, format!("{summary}; {}", warnings.join("; "))),
+                Err(e) => row("proxmox", Status::Fail, e.to_string()),
+            });
+        }
         Backend::Qemu(settings) => {
             use crate::vm::VmBackend;
             let mut settings = settings.clone();

@@ -106,6 +106,8 @@ pub enum SessionSpec {
 pub enum Backend {
     LocalDesktop(LocalDesktop),
     Vnc(VncServer),
+    /// A VM on a Proxmox VE node.
+    Proxmox(crate::vm::proxmox::ProxmoxSettings),
     /// A local QEMU VM started for the run (see docs/VM.md).
     Qemu(crate::vm::qemu::QemuSettings),
 }
@@ -115,6 +117,7 @@ impl Backend {
         match self {
             Backend::LocalDesktop(_) => "local-desktop",
             Backend::Vnc(_) => "vnc",
+            Backend::Proxmox(_) => "proxmox",
             Backend::Qemu(_) => "qemu",
         }
     }
@@ -124,6 +127,7 @@ impl Backend {
         match self {
             Backend::LocalDesktop(_) => vec!["vnc", "shell", "launch", "process-probe"],
             Backend::Vnc(_) => vec!["vnc"],
+            Backend::Proxmox(_) => vec!["vnc", "snapshots", "linked-clone"],
             Backend::Qemu(q) => {
                 let mut caps = vec!["vnc"];
                 caps.extend(q.capabilities().names());
@@ -175,6 +179,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "home",
     "xvnc",
     "vnc",
+    "proxmox",
     "ssh",
     "session",
     "keyboard_layout",
@@ -198,7 +203,7 @@ pub const SSH_KEYS: &[&str] = &[
     "wait",
     "keepalive",
 ];
-pub const BACKENDS: &[&str] = &["local-desktop", "vnc", "qemu"];
+pub const BACKENDS: &[&str] = &["local-desktop", "vnc", "qemu", "proxmox"];
 pub const QEMU_KEYS: &[&str] = &[
     "binary",
     "kernel",
@@ -355,18 +360,24 @@ fn decode_target(name: &str, node: &Node, diags: &mut Diagnostics) -> Option<Tar
     let backend = match backend_name.as_deref() {
         Some("local-desktop") => local_desktop(&m, diags).map(Backend::LocalDesktop),
         Some("vnc") => m.required("vnc", diags).and_then(|n| vnc_server(n, diags)).map(Backend::Vnc),
+        Some("proxmox") => m
+            .required("proxmox", diags)
+            .and_then(|n| crate::vm::proxmox::settings::decode(n, diags))
+            .map(Backend::Proxmox),
         Some("qemu") => m.required("qemu", diags).and_then(|n| qemu_settings(n, diags)).map(Backend::Qemu),
         _ => None,
     };
     let only_local = ["screen", "depth", "window_manager", "home", "xvnc"];
     let only_vnc = ["vnc"];
     let only_qemu = ["qemu"];
+    let only_proxmox = ["proxmox"];
     for e in m.entries() {
         let key = e.key.as_str();
         let misplaced = match backend_name.as_deref() {
-            Some("vnc") => only_local.contains(&key) || only_qemu.contains(&key),
-            Some("local-desktop") => only_vnc.contains(&key) || only_qemu.contains(&key),
-            Some("qemu") => only_local.contains(&key) || only_vnc.contains(&key),
+            Some("vnc") => only_local.contains(&key) || only_qemu.contains(&key) || only_proxmox.contains(&key),
+            Some("local-desktop") => only_vnc.contains(&key) || only_qemu.contains(&key) || only_proxmox.contains(&key),
+            Some("qemu") => only_local.contains(&key) || only_vnc.contains(&key) || only_proxmox.contains(&key),
+            Some("proxmox") => only_local.contains(&key) || only_vnc.contains(&key) || only_qemu.contains(&key),
             _ => false,
         };
         if misplaced {
@@ -591,7 +602,7 @@ fn session_spec(node: &Node, diags: &mut Diagnostics) -> SessionSpec {
     }
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub(crate) fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

@@ -116,7 +116,7 @@ impl Guest {
         // 720x400 text console): every client takes DesktopSize.
         let mut encodings = encodings.to_vec();
         encodings.push(Encoding::DesktopSize);
-        let opts = ConnectOptions { password: None, timeout: Duration::from_secs(10), encodings };
+        let opts = ConnectOptions { password: None, timeout: Duration::from_secs(10), encodings, ..Default::default() };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match VncClient::connect(endpoint, &opts).await {

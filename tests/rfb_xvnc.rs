@@ -214,6 +214,7 @@ fn options(encodings: &[Encoding], password: Option<&str>) -> ConnectOptions {
         password: password.map(str::to_string),
         timeout: Duration::from_secs(10),
         encodings: encodings.to_vec(),
+        ..Default::default()
     }
 }
 

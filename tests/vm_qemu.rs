@@ -65,6 +65,7 @@ async fn vnc(endpoint: &Endpoint, password: Option<String>) -> VncClient {
         password,
         timeout: Duration::from_secs(10),
         encodings: vec![Encoding::Zrle, Encoding::Raw, QEMU_EXTENDED_KEY_EVENT, Encoding::DesktopSize],
+        ..Default::default()
     };
     VncClient::connect(endpoint, &opts).await.unwrap_or_else(|e| panic!("VNC {endpoint}: {e}"))
 }
@@ -138,7 +139,12 @@ async fn boot_serial_vnc_typing_savevm_loadvm_and_teardown_ladder() {
     assert!(
         VncClient::connect(
             &access.endpoint,
-            &ConnectOptions { password: Some("wrong".into()), timeout: Duration::from_secs(5), encodings: vec![] }
+            &ConnectOptions {
+                password: Some("wrong".into()),
+                timeout: Duration::from_secs(5),
+                encodings: vec![],
+                ..Default::default()
+            }
         )
         .await
         .is_err(),

@@ -153,6 +153,11 @@ impl Machine {
                 };
                 (Display::Vnc(access), Vec::new())
             }
+            Backend::Proxmox(settings) => {
+                let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
+                let access = vm.start_for_run().await?;
+                Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access)
+            }
             Backend::Qemu(settings) => {
                 let mut settings = settings.clone();
                 settings.resolve(&ctx.cwd);
@@ -175,6 +180,19 @@ impl Machine {
         match machine.connect_commands(target, ctx).await {
             Ok(c) => {
                 machine.commands = c;
+                // a Proxmox proxy waits only 10 s for its connection: waiting for SSH outlasts it
+                if target.ssh.is_some()
+                    && matches!(target.backend, Backend::Proxmox(_))
+                    && let Display::Vm(vm, access) = &mut machine.display
+                {
+                    match vm.get_mut().unwrap_or_else(|p| p.into_inner()).vnc().await {
+                        Ok(fresh) => *access = fresh,
+                        Err(e) => {
+                            machine.teardown().await;
+                            return Err(e.into());
+                        }
+                    }
+                }
                 Ok(machine)
             }
             Err(e) => {

@@ -12,6 +12,7 @@
 
 pub mod boot;
 pub mod lock;
+pub mod proxmox;
 pub mod qemu;
 pub mod qmp;
 pub mod serial;

@@ -160,6 +160,7 @@ impl Guest {
             password: None,
             timeout: Duration::from_secs(10),
             encodings: vec![Encoding::Raw, QEMU_EXTENDED_KEY_EVENT, Encoding::DesktopSize],
+            ..Default::default()
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let client = loop {
