@@ -1122,6 +1122,10 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
             logs: logs.path().to_path_buf(),
             cwd: root.clone(),
             secrets: SecretStore::new(target.secrets.clone()),
+            lock: Some(smoke::vm::lock::LockSettings::new(smoke::vm::lock::Purpose {
+                what: format!("smoke shell --os {}", target.name),
+                run: None,
+            })),
         };
         let mut machine = smoke::backend::Machine::start(&target, &ctx)
             .await
@@ -1375,6 +1379,10 @@ fn doctor(os: Option<&str>, inventory: Option<&Path>, processes: Vec<String>, js
         logs: logs.path().to_path_buf(),
         cwd: cwd.clone(),
         secrets: SecretStore::new(target.secrets.clone()),
+        lock: Some(smoke::vm::lock::LockSettings::new(smoke::vm::lock::Purpose {
+            what: format!("smoke doctor --os {}", target.name),
+            run: None,
+        })),
     };
     let opts = smoke::doctor::DoctorOptions { processes, ..Default::default() };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

@@ -350,9 +350,31 @@ async fn execute(
     vlm: Option<Arc<crate::vlm::Vlm>>,
 ) -> Result<crate::runner::RunResult, String> {
     let setup = Instant::now();
-    let ctx = StartContext { logs: results.logs(), cwd: p.plan.project.root.clone(), secrets: p.secrets.clone() };
+    let mut lock = crate::vm::lock::LockSettings::new(crate::vm::lock::Purpose {
+        what: format!("smoke run {}", display_path(&p.plan.file)),
+        run: results.path.file_name().map(|n| n.to_string_lossy().to_string()),
+    });
+    if let Some(t) = req.lock_timeout {
+        lock.timeout = t;
+    }
+    let ctx = StartContext {
+        logs: results.logs(),
+        cwd: p.plan.project.root.clone(),
+        secrets: p.secrets.clone(),
+        lock: Some(lock),
+    };
     let mut machine =
         Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
+    for g in machine.locks() {
+        events.emit(Event::Lock {
+            resource: g.key.to_string(),
+            waited_ms: g.waited.as_millis() as u64,
+            recovered: g.recovered.as_ref().map(|h| format!("pid {} ({})", h.pid, h.purpose)),
+        });
+        if g.recovered.is_some() {
+            events.emit(Event::Warning { message: g.note() });
+        }
+    }
     let outcome = async {
         let client = connect(&machine, p.target.encodings.as_deref()).await?;
         let (w, h) = client.size();
@@ -371,7 +393,7 @@ async fn execute(
         let screen =
             Screen::new(client.clone(), events.clone()).with_layout(p.target.keyboard_layout).with_typing(typing);
         let pause = req.pause_on_failure.then(|| crate::runner::PauseOnFailure { access: machine.access_info() });
-        let commands = machine.commands();
+        let (commands, vm) = machine.parts();
         let frame_index: crate::runner::FrameIndex<'_> = Box::new(|| recorder.frame_index());
         let mut runner = Runner::new(RunnerParts {
             plan: &p.plan,
@@ -384,7 +406,7 @@ async fn execute(
             frame_index: Some(frame_index),
             pause,
             vlm,
-            vm: None,
+            vm,
             start_at: req.start_at.clone(),
             keep_checkpoints: req.keep_checkpoints,
         });

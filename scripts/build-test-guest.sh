@@ -16,6 +16,10 @@
 #                                   smoke.ssh_key=TYPE,BASE64 (the key line with its space as a comma).
 #                                   Prints SMOKE-SSH-READY on ttyS0 when dropbear listens; the
 #                                   ACPI power button (QMP system_powerdown) powers it off.
+#   panic    initramfs-panic.cpio.gz  /init prints SMOKE-PANIC-GUEST lines on ttyS0 and exits:
+#                                   the kernel panics ("Attempted to kill init"), a BOOT-FAILED boot
+#   hang     initramfs-hang.cpio.gz   /init prints a few SMOKE-HANG-GUEST lines on ttyS0, then
+#                                   sleeps forever without a word: a STALLED boot
 # To add a variant: write variant_NAME (it fills "$init" after common_root) and list it in VARIANTS.
 # Needs: apt-get (download only, no root), dpkg-deb, busybox-static, cpio, gzip; dropbear-bin for ssh.
 set -euo pipefail
@@ -23,9 +27,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/test-guest"
 mkdir -p "$out"
-VARIANTS=(default ssh)
+VARIANTS=(default ssh panic hang)
 # Bump a variant's number when what it builds changes.
-declare -A VERSION=([default]=2 [ssh]=2)
+declare -A VERSION=([default]=2 [ssh]=2 [panic]=1 [hang]=1)
 
 die() { echo "build-test-guest: $*" >&2; exit 1; }
 
@@ -159,6 +163,34 @@ variant_ssh() {
   /usr/sbin/dropbear -s -E -p 22 2>/tmp/dropbear.log && echo SMOKE-SSH-READY > /dev/ttyS0
 ) &
 HOOK
+}
+
+variant_panic() {
+  cat > "$init/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+echo "SMOKE-PANIC-GUEST: init started" > /dev/ttyS0
+echo "SMOKE-PANIC-GUEST: exiting PID 1" > /dev/ttyS0
+exit 1
+INIT
+  chmod 755 "$init/init"
+}
+
+variant_hang() {
+  cat > "$init/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+mount -t devtmpfs dev /dev
+# keep the kernel quiet from here on: the console must stay silent
+echo 1 > /proc/sys/kernel/printk
+for i in 1 2 3; do
+  echo "SMOKE-HANG-GUEST: starting service $i" > /dev/ttyS0
+done
+echo "SMOKE-HANG-GUEST: waiting for a root device that never comes" > /dev/ttyS0
+while true; do sleep 3600; done
+INIT
+  chmod 755 "$init/init"
 }
 
 build_variant() {

@@ -106,12 +106,17 @@ pub struct StartContext {
     /// Working directory for local commands (the project root).
     pub cwd: PathBuf,
     pub secrets: SecretStore,
+    /// VM targets: lock the VM (and its GPU) before anything changes it,
+    /// held until teardown ends; `None` takes no locks.
+    pub lock: Option<crate::vm::lock::LockSettings>,
 }
 
 /// A prepared target: its screen and, when it can run commands, how.
 pub struct Machine {
     display: Display,
     commands: Option<Commands>,
+    /// The VM's locks; released after teardown.
+    locks: Vec<crate::vm::lock::LockGuard>,
 }
 
 enum Display {
@@ -130,21 +135,23 @@ impl Machine {
     /// (for SSH targets: until SSH answers, within the inventory's `ssh.wait`).
     pub async fn start(target: &Target, ctx: &StartContext) -> Result<Machine, BackendError> {
         let display = match &target.backend {
-            Backend::LocalDesktop(cfg) => {
-                Display::LocalDesktop(Box::new(local_desktop::LocalDesktopSession::start(cfg, ctx).await?))
-            }
+            Backend::LocalDesktop(cfg) => (
+                Display::LocalDesktop(Box::new(local_desktop::LocalDesktopSession::start(cfg, ctx).await?)),
+                Vec::new(),
+            ),
             Backend::Vnc(v) => {
                 let password = match &v.password {
                     Some(src) => Some(ctx.secrets.read("vnc password", src)?),
                     None => None,
                 };
-                Display::Vnc(VncAccess {
+                let access = VncAccess {
                     endpoint: v.endpoint.clone(),
                     password,
                     encodings: None,
                     username: v.username.clone(),
                     tls: v.tls.clone(),
-                })
+                };
+                (Display::Vnc(access), Vec::new())
             }
             Backend::Proxmox(settings) => {
                 let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
@@ -155,11 +162,21 @@ impl Machine {
                 let mut settings = settings.clone();
                 settings.resolve(&ctx.cwd);
                 let vm = Box::new(crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs));
+                let locks = match &ctx.lock {
+                    Some(l) => {
+                        let keys = crate::vm::lock::keys_for(vm.as_ref());
+                        crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
+                            .await
+                            .map_err(crate::vm::VmError::from)?
+                    }
+                    None => Vec::new(),
+                };
                 let (vm, access) = start_vm(vm, ctx).await?;
-                Display::Vm(Box::new(std::sync::Mutex::new(vm)), access)
+                (Display::Vm(Box::new(std::sync::Mutex::new(vm)), access), locks)
             }
         };
-        let mut machine = Machine { display, commands: None };
+        let (display, locks) = display;
+        let mut machine = Machine { display, commands: None, locks };
         match machine.connect_commands(target, ctx).await {
             Ok(c) => {
                 machine.commands = c;
@@ -241,6 +258,23 @@ impl Machine {
         self.commands.as_mut()
     }
 
+    /// Commands and the VM at once (the runner uses both).
+    pub fn parts(&mut self) -> (Option<&mut Commands>, Option<&mut (dyn crate::vm::VmBackend + '_)>) {
+        let vm = match &mut self.display {
+            Display::Vm(vm, _) => {
+                let vm: &mut (dyn crate::vm::VmBackend + '_) = vm.get_mut().unwrap_or_else(|p| p.into_inner()).as_mut();
+                Some(vm)
+            }
+            _ => None,
+        };
+        (self.commands.as_mut(), vm)
+    }
+
+    /// How the machine's locks were taken (waits, recovered stale locks).
+    pub fn locks(&self) -> &[crate::vm::lock::LockGuard] {
+        &self.locks
+    }
+
     /// How a person can look at the machine (VNC address and password, the
     /// desktop's DISPLAY). For the terminal only: contains the VNC password.
     pub fn access_info(&self) -> Vec<String> {
@@ -265,14 +299,17 @@ impl Machine {
                 r.client().close().await;
             }
         }
-        match self.display {
+        let notes = match self.display {
             Display::LocalDesktop(s) => s.teardown().await,
             Display::Vnc(_) => Vec::new(),
             Display::Vm(vm, _) => {
                 let mut vm = vm.into_inner().unwrap_or_else(|p| p.into_inner());
                 teardown_notes(vm.teardown().await)
             }
-        }
+        };
+        // the VM is down: the next run may have it
+        drop(self.locks);
+        notes
     }
 }
 

@@ -374,19 +374,14 @@ impl LockSettings {
     }
 }
 
-/// The locks a VM needs: its own, and its GPU's when it has one.
+/// The locks a VM needs: its own, and its GPU's when it has one. Take them
+/// ([`acquire_all`]) before anything changes the VM; hold them until it is torn down.
 pub fn keys_for(vm: &dyn crate::vm::VmBackend) -> Vec<LockKey> {
     let mut keys = vec![LockKey::vm(vm.lock_key())];
     if let Some(g) = vm.gpu() {
         keys.push(LockKey::gpu(g.host, g.pci));
     }
     keys
-}
-
-/// Lock a VM (and its GPU) before anything changes it; hold the guards
-/// until it is torn down.
-pub async fn lock_vm(vm: &dyn crate::vm::VmBackend, settings: &LockSettings) -> Result<Vec<LockGuard>, LockError> {
-    acquire_all(&settings.dir, &keys_for(vm), &settings.purpose, settings.timeout).await
 }
 
 impl From<LockError> for crate::vm::VmError {
