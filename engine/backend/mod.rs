@@ -127,6 +127,24 @@ enum Display {
     Vm(Box<std::sync::Mutex<Box<dyn crate::vm::VmBackend>>>, VncAccess),
 }
 
+/// Take the VM's (and its GPU's) locks for the whole run, when the run asks
+/// for locking; they are released when the machine is dropped.
+/// (`keys` come from `lock::keys_for`, taken before any await: a backend is
+/// `Send` but not `Sync`.)
+async fn vm_locks(
+    keys: Vec<crate::vm::lock::LockKey>,
+    ctx: &StartContext,
+) -> Result<Vec<crate::vm::lock::LockGuard>, BackendError> {
+    match &ctx.lock {
+        Some(l) => {
+            Ok(crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
+                .await
+                .map_err(crate::vm::VmError::from)?)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Budget for a started VM's VNC server to answer.
 const VM_VNC_READY: Duration = Duration::from_secs(30);
 
@@ -155,22 +173,15 @@ impl Machine {
             }
             Backend::Proxmox(settings) => {
                 let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
+                let locks = vm_locks(crate::vm::lock::keys_for(&vm), ctx).await?;
                 let access = vm.start_for_run().await?;
-                Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access)
+                (Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access), locks)
             }
             Backend::Qemu(settings) => {
                 let mut settings = settings.clone();
                 settings.resolve(&ctx.cwd);
                 let vm = Box::new(crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs));
-                let locks = match &ctx.lock {
-                    Some(l) => {
-                        let keys = crate::vm::lock::keys_for(vm.as_ref());
-                        crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
-                            .await
-                            .map_err(crate::vm::VmError::from)?
-                    }
-                    None => Vec::new(),
-                };
+                let locks = vm_locks(crate::vm::lock::keys_for(vm.as_ref()), ctx).await?;
                 let (vm, access) = start_vm(vm, ctx).await?;
                 (Display::Vm(Box::new(std::sync::Mutex::new(vm)), access), locks)
             }
