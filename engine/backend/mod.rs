@@ -155,22 +155,15 @@ impl Machine {
             }
             Backend::Proxmox(settings) => {
                 let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
+                let locks = take_locks(crate::vm::lock::keys_for(&vm), ctx).await?;
                 let access = vm.start_for_run().await?;
-                Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access)
+                (Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access), locks)
             }
             Backend::Qemu(settings) => {
                 let mut settings = settings.clone();
                 settings.resolve(&ctx.cwd);
                 let vm = Box::new(crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs));
-                let locks = match &ctx.lock {
-                    Some(l) => {
-                        let keys = crate::vm::lock::keys_for(vm.as_ref());
-                        crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
-                            .await
-                            .map_err(crate::vm::VmError::from)?
-                    }
-                    None => Vec::new(),
-                };
+                let locks = take_locks(crate::vm::lock::keys_for(vm.as_ref()), ctx).await?;
                 let (vm, access) = start_vm(vm, ctx).await?;
                 (Display::Vm(Box::new(std::sync::Mutex::new(vm)), access), locks)
             }
@@ -311,6 +304,17 @@ impl Machine {
         drop(self.locks);
         notes
     }
+}
+
+/// Take the VM's locks (and its GPU's) before anything changes it. The keys
+/// are read first: a `&dyn VmBackend` is not `Sync`, so it is not held across
+/// the wait.
+async fn take_locks(
+    keys: Vec<crate::vm::lock::LockKey>,
+    ctx: &StartContext,
+) -> Result<Vec<crate::vm::lock::LockGuard>, BackendError> {
+    let Some(l) = &ctx.lock else { return Ok(Vec::new()) };
+    Ok(crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout).await.map_err(crate::vm::VmError::from)?)
 }
 
 /// Prepare and start a VM and wait until its VNC server answers; on failure
