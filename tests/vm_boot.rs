@@ -131,6 +131,8 @@ steps:
     assert!(std::fs::read_to_string(dir.join("logs/serial.log")).unwrap().contains("Kernel panic"));
     assert_eq!(s["verdict"], "failed");
     assert!(text.contains("BOOT-FAILED: kernel panic"), "{text}");
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>VM</h2>") && html.contains("BOOT-FAILED: kernel panic"), "the report shows the boot");
 
     // STALLED: silence after the kernel started, exit 11
     let stall = "name: stall\nsteps:\n  - boot: {marker: SMOKE-GUEST-READY, timeout: 90s, stall: 3s}\n";

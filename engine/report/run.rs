@@ -68,6 +68,8 @@ pub fn render(run_dir: &Path) -> Result<String, ReportError> {
     let mut ready = Value::Null;
     let mut warnings = Vec::new();
     let mut recording = Value::Null;
+    // boot outcomes and rewinds, in order
+    let mut vm_events: Vec<&Value> = Vec::new();
     for e in &events {
         let step_no = n(e, "step");
         match s(e, "event") {
@@ -76,6 +78,7 @@ pub fn render(run_dir: &Path) -> Result<String, ReportError> {
             "target_ready" => ready = e.clone(),
             "recording" => recording = e.clone(),
             "warning" => warnings.push(s(e, "message").to_string()),
+            "boot" | "rewind" => vm_events.push(e),
             "step_started" => {
                 let st = steps.entry(step_no.unwrap_or(0)).or_default();
                 st.number = step_no.unwrap_or(0);
@@ -217,6 +220,7 @@ pub fn render(run_dir: &Path) -> Result<String, ReportError> {
         Value::Object(frames_json).to_string().replace("</", "<\\/")
     );
 
+    render_boot(&mut body, &vm_events);
     // steps
     body.push_str("<h2>Steps</h2>");
     for st in &ordered {
@@ -482,6 +486,48 @@ fn render_check(body: &mut String, e: &Value, step: u64, run_dir: &Path, run: &V
     }
     let _ = run;
     body.push_str("</div>");
+}
+
+/// Boot outcomes (stage ladder, failure line, transcript tail) and rewinds to checkpoints.
+fn render_boot(body: &mut String, events: &[&Value]) {
+    if events.is_empty() {
+        return;
+    }
+    body.push_str("<h2>VM</h2>");
+    for e in events {
+        if s(e, "event") == "rewind" {
+            let _ = write!(
+                body,
+                "<p>step {} failed ({}); rolled back to checkpoint <b>{}</b> in {}, went on after step {}</p>",
+                n(e, "step").unwrap_or(0),
+                esc(s(e, "error")),
+                esc(s(e, "checkpoint")),
+                n(e, "duration_ms").map(secs).unwrap_or_default(),
+                n(e, "to_step").unwrap_or(0)
+            );
+            continue;
+        }
+        let _ = write!(body, "<p>step {}: <b>{}</b></p><ol>", n(e, "step").unwrap_or(0), esc(s(e, "summary")));
+        for h in e.get("stages").and_then(Value::as_array).into_iter().flatten() {
+            let _ = write!(
+                body,
+                "<li>{} at {}: <code>{}</code></li>",
+                esc(s(h, "stage")),
+                n(h, "at_ms").map(secs).unwrap_or_default(),
+                esc(s(h, "line"))
+            );
+        }
+        body.push_str("</ol>");
+        let transcript = s(e, "transcript");
+        let lines: Vec<&str> = transcript.lines().collect();
+        let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+        let _ = write!(
+            body,
+            "<details><summary>serial console, last lines <span class=\"muted\">({})</span></summary><pre>{}</pre></details>",
+            esc(s(e, "log")),
+            esc(&tail)
+        );
+    }
 }
 
 fn render_logs(body: &mut String, run_dir: &Path) {
