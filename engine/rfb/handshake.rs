@@ -39,7 +39,7 @@ async fn read_array<const N: usize, S: AsyncRead + Unpin>(stream: &mut S, what: 
     Ok(buf)
 }
 
-fn read_error(what: &str, e: std::io::Error) -> RfbError {
+pub(crate) fn read_error(what: &str, e: std::io::Error) -> RfbError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         RfbError::disconnected(format!("the server closed the connection while we waited for {what}"))
     } else {

@@ -11,6 +11,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::rfb::error::RfbError;
+use crate::rfb::handshake::read_error;
 use crate::rfb::tls::{self, TlsMode, TlsSettings};
 
 /// VeNCrypt subtypes (the U32 codes on the wire).
@@ -165,14 +166,6 @@ async fn read_u8<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<u8, RfbE
     let mut b = [0u8; 1];
     s.read_exact(&mut b).await.map_err(|e| read_error(what, e))?;
     Ok(b[0])
-}
-
-fn read_error(what: &str, e: std::io::Error) -> RfbError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        RfbError::disconnected(format!("the server closed the connection while we waited for {what}"))
-    } else {
-        RfbError::io(format!("reading {what}"), e)
-    }
 }
 
 async fn send<S: AsyncWrite + Unpin>(s: &mut S, bytes: &[u8], what: &str) -> Result<(), RfbError> {
