@@ -13,6 +13,9 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/test-guest"
 mkdir -p "$out"
+# One builder at a time: tests running in parallel may call this script together.
+exec 9>"$out/.build-de-keymap.lock"
+flock 9
 [ -s "$out/de.bmap" ] && exit 0
 
 loadkeys="$(command -v loadkeys || echo /bin/loadkeys)"

@@ -27,6 +27,10 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/test-guest"
 mkdir -p "$out"
+# Tests in one binary run in parallel and each may call this script: one builder at a time
+# (the others wait, then find the guest built).
+exec 9>"$out/.build-test-guest.lock"
+flock 9
 VARIANTS=(default ssh panic hang)
 # Bump a variant's number when what it builds changes.
 declare -A VERSION=([default]=2 [ssh]=2 [panic]=1 [hang]=1)
