@@ -941,4 +941,40 @@ mod tests {
         let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
         assert!(d.items[0].message.contains("no encoding that carries pixels"), "{:?}", d.items);
     }
+
+    #[test]
+    fn qemu_targets_and_their_mistakes_with_positions() {
+        use crate::vm::qemu::{Accel, VncListen};
+        let text = b"targets:\n  vm:\n    backend: qemu\n    qemu:\n      kernel: k\n      initrd: i\n      append: console=ttyS0\n      memory: 1G\n      cpus: 2\n      accel: tcg\n      vnc: unix\n      ssh_forward: true\n      extra_args: -smbios type=1\n      shutdown_timeout: 3s\n    ssh: {user: root, key: /k}\n";
+        let inv = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap();
+        let t = inv.target(Some("vm")).unwrap();
+        let Backend::Qemu(q) = &t.backend else { panic!("not qemu") };
+        assert_eq!((q.memory_mib, q.cpus, q.accel, q.vnc), (1024, 2, Accel::Tcg, VncListen::Unix));
+        assert_eq!(q.extra_args, vec!["-smbios", "type=1"]);
+        assert_eq!(q.shutdown_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(t.ssh.as_ref().map(|s| s.host.as_str()), Some(""), "the forward supplies the host");
+        assert_eq!(
+            t.capabilities(),
+            vec!["vnc", "snapshots", "screendump", "serial", "ssh", "shell", "launch", "process-probe"]
+        );
+        let text = b"targets:\n  vm:\n    backend: qemu\n    qemu:\n      initrd: i\n      memory: 12\n      accel: hvf\n      vnk: tcp\n    ssh: {user: root, key: /k}\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        let all: Vec<String> =
+            d.items.iter().map(|i| format!("{}:{} {} {:?}", i.span.line, i.span.col, i.message, i.help)).collect();
+        for want in [
+            "5:7 qemu.initrd needs qemu.kernel",
+            "6:15 memory must be MiB",
+            "7:14 unknown accel 'hvf'",
+            "8:7 unknown key 'vnk'",
+        ] {
+            assert!(all.iter().any(|m| m.starts_with(want)), "{want} not in {all:?}");
+        }
+        let text = b"targets:\n  vm:\n    backend: qemu\n    qemu: {kernel: k}\n    ssh: {user: root, key: /k}\n";
+        let d = Inventory::parse("inv.yaml", text, &mut SourceMap::new()).unwrap_err();
+        assert!(
+            d.items.iter().any(|i| i.message.contains("ssh needs a host, or `ssh_forward: true`")),
+            "{:?}",
+            d.items
+        );
+    }
 }
