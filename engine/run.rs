@@ -340,6 +340,24 @@ pub fn write_reports(results: &ResultsDir, events: &EventLog) {
     }
 }
 
+/// Where a local VM's checkpoints live: kept in the project
+/// (`.smoke/checkpoints/TARGET/`) when the run keeps them, resumed from
+/// there with `--from-checkpoint`, per run otherwise.
+fn vm_disk(p: &Prepared, req: &RunRequest) -> crate::vm::qemu::InstanceDisk {
+    use crate::vm::qemu::InstanceDisk;
+    let kept = p.plan.project.root.join(KEPT_CHECKPOINTS).join(&p.target.name);
+    if let crate::runner::vm::StartAt::Checkpoint(_) = req.start_at {
+        InstanceDisk::Resume(kept)
+    } else if req.keep_checkpoints || p.plan.checkpoints.keep {
+        InstanceDisk::Keep(kept)
+    } else {
+        InstanceDisk::PerRun
+    }
+}
+
+/// Under the project root: the local VMs' kept checkpoints, one folder per target.
+pub const KEPT_CHECKPOINTS: &str = ".smoke/checkpoints";
+
 /// Start the machine, connect, record, run, and always tear down.
 async fn execute(
     p: &Prepared,
@@ -362,6 +380,7 @@ async fn execute(
         cwd: p.plan.project.root.clone(),
         secrets: p.secrets.clone(),
         lock: Some(lock),
+        vm_disk: vm_disk(p, req),
     };
     let mut machine =
         Machine::start(&p.target, &ctx).await.map_err(|e| format!("preparing target '{}': {e}", p.target.name))?;
@@ -415,6 +434,15 @@ async fn execute(
             events.emit(Event::Warning { message: format!("reference image written: {}", display_path(r)) });
         }
         drop(runner);
+        let reconnects = client.reconnects();
+        if reconnects > 0 {
+            events.emit(Event::Warning {
+                message: format!(
+                    "the VNC connection was re-established {reconnects} time(s) (lost or stalled, or a rollback \
+                     restarted the VM); the log says when"
+                ),
+            });
+        }
         match recorder.stop().await {
             Ok(stats) => events.emit(Event::Recording {
                 path: results.relative(&stats.path),
@@ -438,7 +466,9 @@ async fn execute(
 /// Connect to the machine's VNC server, retrying while it comes up.
 /// `encodings` (the inventory's, in preference order) win over the backend's.
 async fn connect(machine: &Machine, encodings: Option<&[crate::rfb::Encoding]>) -> Result<VncClient, String> {
-    let access = machine.vnc();
+    let mut access = machine.vnc();
+    // single-use accesses (Proxmox tickets): every attempt after the first gets a new one
+    let renewal = machine.vnc_renewal();
     let mut opts = access.connect_options(Duration::from_secs(10));
     if let Some(e) = encodings {
         opts.encodings = e.to_vec();
@@ -449,11 +479,20 @@ async fn connect(machine: &Machine, encodings: Option<&[crate::rfb::Encoding]>) 
             Ok(c) => {
                 // a lost or stalled connection is replaced within the step's budget
                 c.set_reconnect(true);
+                if let Some(r) = renewal {
+                    c.set_renewal(r);
+                }
                 return Ok(c);
             }
             Err(e) if Instant::now() < deadline && is_transient(&e) => {
                 tracing::debug!("VNC not ready yet: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(r) = &renewal {
+                    match r.renew().await {
+                        Ok(fresh) => (access.endpoint, opts.password) = (fresh.endpoint, fresh.password),
+                        Err(e) => tracing::debug!("a new VNC access: {e}"),
+                    }
+                }
             }
             Err(e) => return Err(format!("connecting to VNC at {}: {e}", access.endpoint)),
         }

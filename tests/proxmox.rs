@@ -430,11 +430,8 @@ async fn a_stopped_vm_fails_the_probe_and_is_brought_back_once() {
     assert!(!server.is_running(100), "smoke started it, so teardown stops it");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smoke_run_on_a_proxmox_target_through_the_websocket() {
-    guest();
-    let server = PveServer::start(Options::default()).await;
-    server.add_vm(100, false, &[]);
+/// A project whose inventory has the target `pve-target` for VM 100 on `server`.
+fn pve_project(server: &PveServer) -> tempfile::TempDir {
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("pve-token"), format!("{}\n", server.token())).unwrap();
     let inventory = format!(
@@ -445,13 +442,14 @@ async fn smoke_run_on_a_proxmox_target_through_the_websocket() {
         server.certs.fingerprint
     );
     std::fs::write(project.path().join("inventory.yaml"), inventory).unwrap();
-    std::fs::write(
-        project.path().join("scenario.yaml"),
-        "name: pve\nsteps:\n  - label: the guest booted\n    wait_for: {ocr: SMOKE-GUEST-READY}\n    timeout: 60s\n  - label: type on the console\n    type: \"echo PVE-STATE-ONE\\n\"\n    verify: {ocr: PVE-STATE-ONE}\n    timeout: 20s\n",
-    )
-    .unwrap();
-    let results = project.path().join("results");
-    let cwd = project.path().to_path_buf();
+    project
+}
+
+/// `smoke run --os pve-target` of `scenario` in `project`: (output, run folder).
+async fn smoke_run(project: &std::path::Path, scenario: &str) -> (std::process::Output, std::path::PathBuf) {
+    std::fs::write(project.join("scenario.yaml"), scenario).unwrap();
+    let results = project.join("results");
+    let cwd = project.to_path_buf();
     let t = Instant::now();
     let (out, run) = tokio::task::spawn_blocking(move || {
         let _one = support::lock();
@@ -461,15 +459,74 @@ async fn smoke_run_on_a_proxmox_target_through_the_websocket() {
     .unwrap();
     eprintln!("smoke run --os pve-target: {:?}", t.elapsed());
     let run = run.unwrap_or_else(|| panic!("no run folder: {}", support::text(&out)));
-    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
-    assert!(server.counters().websocket_upgrades >= 2, "probe and run connections: {:?}", server.counters());
-    assert!(!server.is_running(100), "the VM smoke started is stopped at the end");
-    // no secret in the run's files
+    (out, run)
+}
+
+/// No file of the run holds the API token's secret.
+fn assert_no_token(server: &PveServer, run: &std::path::Path) {
     let secret = server.token();
     let secret = secret.split_once('=').unwrap().1;
-    for entry in std::fs::read_dir(&run).unwrap().flatten() {
+    for entry in std::fs::read_dir(run).unwrap().flatten() {
         if let Ok(text) = std::fs::read_to_string(entry.path()) {
             assert!(!text.contains(secret), "{} holds the token secret", entry.path().display());
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smoke_run_on_a_proxmox_target_through_the_websocket() {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let project = pve_project(&server);
+    let (out, run) = smoke_run(
+        project.path(),
+        "name: pve\nsteps:\n  - label: the guest booted\n    wait_for: {ocr: SMOKE-GUEST-READY}\n    timeout: 60s\n  - label: type on the console\n    type: \"echo PVE-STATE-ONE\\n\"\n    verify: {ocr: PVE-STATE-ONE}\n    timeout: 20s\n",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    assert!(server.counters().websocket_upgrades >= 2, "probe and run connections: {:?}", server.counters());
+    assert!(!server.is_running(100), "the VM smoke started is stopped at the end");
+    assert_no_token(&server, &run);
+}
+
+/// A rollback on Proxmox VE stops QEMU and starts a new one on the saved
+/// state: the websocket ends, and its ticket admits no second connection.
+/// The run's VNC client must reconnect through a new `vncproxy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewind_on_proxmox_reconnects_the_screen_through_a_new_proxy() {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let project = pve_project(&server);
+    // `t` answers EARLY-42 until 8 s after the checkpoint's moment (the RTC is
+    // host time, which a rollback does not turn back), LATE-42 after it: the
+    // check fails the first time, the VM is rolled back, and passes the second
+    let scenario = r#"name: pve-rewind
+rewind_on_failure: true
+steps:
+  - label: the guest booted
+    wait_for: {ocr: SMOKE-GUEST-READY}
+    timeout: 60s
+  - type: "T0=$(cat /sys/class/rtc/rtc0/since_epoch); t() { if [ $(cat /sys/class/rtc/rtc0/since_epoch) -ge $((T0+8)) ]; then echo LATE-$((6*7)); else echo EARLY-$((6*7)); fi; }; clear\n"
+  - checkpoint: ready
+  - type: "t\n"
+  - label: LATE only after the rewind
+    verify: {ocr: LATE-42}
+    timeout: 8s
+"#;
+    let (out, run) = smoke_run(project.path(), scenario).await;
+    let text = support::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let s = support::summary(&run);
+    let rewinds = s["rewinds"].as_array().expect("a rewind is in the summary");
+    assert_eq!(rewinds.len(), 1, "{s}");
+    assert_eq!(rewinds[0]["checkpoint"], "ready");
+    let warnings = s["warnings"].to_string();
+    assert!(warnings.contains("VNC connection was re-established"), "{warnings}");
+    let n = server.counters();
+    let proxies = n.requests.iter().filter(|(m, p, _)| m == "POST" && p.ends_with("/vncproxy")).count();
+    assert!(proxies >= 3 && n.websocket_upgrades >= 3, "probe, run and the reconnect each need a proxy: {n:?}");
+    assert!(!server.is_running(100), "the VM smoke started is stopped at the end");
+    assert_no_token(&server, &run);
 }

@@ -109,6 +109,9 @@ pub struct StartContext {
     /// VM targets: lock the VM (and its GPU) before anything changes it,
     /// held until teardown ends; `None` takes no locks.
     pub lock: Option<crate::vm::lock::LockSettings>,
+    /// Local QEMU VMs: where the disk holding the checkpoints lives (per
+    /// run, kept for a later `--from-checkpoint`, or resumed from).
+    pub vm_disk: crate::vm::qemu::InstanceDisk,
 }
 
 /// A prepared target: its screen and, when it can run commands, how.
@@ -136,11 +139,9 @@ async fn vm_locks(
     ctx: &StartContext,
 ) -> Result<Vec<crate::vm::lock::LockGuard>, BackendError> {
     match &ctx.lock {
-        Some(l) => {
-            Ok(crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
-                .await
-                .map_err(crate::vm::VmError::from)?)
-        }
+        Some(l) => Ok(crate::vm::lock::acquire_all(&l.dir, &keys, &l.purpose, l.timeout)
+            .await
+            .map_err(crate::vm::VmError::from)?),
         None => Ok(Vec::new()),
     }
 }
@@ -180,7 +181,10 @@ impl Machine {
             Backend::Qemu(settings) => {
                 let mut settings = settings.clone();
                 settings.resolve(&ctx.cwd);
-                let vm = Box::new(crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs));
+                let vm = Box::new(
+                    crate::vm::qemu::QemuVm::new(&target.name, settings, &ctx.logs)
+                        .with_instance_disk(ctx.vm_disk.clone()),
+                );
                 let locks = vm_locks(crate::vm::lock::keys_for(vm.as_ref()), ctx).await?;
                 let (vm, access) = start_vm(vm, ctx).await?;
                 (Display::Vm(Box::new(std::sync::Mutex::new(vm)), access), locks)
@@ -253,6 +257,15 @@ impl Machine {
         match &self.display {
             Display::LocalDesktop(s) => s.vnc(),
             Display::Vnc(v) | Display::Vm(_, v) => v.clone(),
+        }
+    }
+
+    /// What a VNC client asks for a new access when it reconnects, for
+    /// targets whose access admits one connection (Proxmox VE).
+    pub fn vnc_renewal(&self) -> Option<std::sync::Arc<dyn crate::rfb::AccessRenewal>> {
+        match &self.display {
+            Display::Vm(vm, _) => vm.lock().unwrap_or_else(|p| p.into_inner()).vnc_renewal(),
+            _ => None,
         }
     }
 

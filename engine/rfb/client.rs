@@ -55,6 +55,7 @@ use crate::rfb::error::RfbError;
 use crate::rfb::framebuffer::Framebuffer;
 use crate::rfb::handshake::{self, ServerInfo};
 use crate::rfb::protocol::{self, ClientMessage, Encoding, PixelFormat};
+use crate::rfb::renewal::AccessRenewal;
 use crate::rfb::session::{self, ClientStats, Shared};
 use crate::rfb::tls::TlsSettings;
 use crate::rfb::transport::{self, BoxedStream, Endpoint};
@@ -136,6 +137,9 @@ struct Inner {
     pointer_at: Mutex<(u16, u16)>,
     /// How to connect again (none for a stream handed in by the caller).
     endpoint: Option<Endpoint>,
+    /// Asked for a new endpoint and password before each reconnect attempt
+    /// (single-use tickets); wins over `endpoint`.
+    renewal: Mutex<Option<Arc<dyn AccessRenewal>>>,
     opts: ConnectOptions,
     /// Reconnect when the connection is lost or stalls (off by default).
     reconnect: AtomicBool,
@@ -331,6 +335,7 @@ impl VncClient {
                 label,
                 pointer_at: Mutex::new((0, 0)),
                 endpoint,
+                renewal: Mutex::new(None),
                 opts: opts.clone(),
                 reconnect: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
@@ -347,6 +352,17 @@ impl VncClient {
     /// the `smoke vnc` verbs turn it on.
     pub fn set_reconnect(&self, on: bool) {
         self.inner.reconnect.store(on, Ordering::SeqCst);
+    }
+
+    /// Reconnect through `renewal`: before each attempt it hands out a new
+    /// endpoint and password (servers whose tickets admit one connection).
+    /// Reconnection itself is still switched by [`VncClient::set_reconnect`].
+    pub fn set_renewal(&self, renewal: Arc<dyn AccessRenewal>) {
+        *self.inner.renewal.lock().unwrap_or_else(|p| p.into_inner()) = Some(renewal);
+    }
+
+    fn renewal(&self) -> Option<Arc<dyn AccessRenewal>> {
+        self.inner.renewal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// How often this client reconnected.
@@ -366,7 +382,7 @@ impl VncClient {
     fn may_reconnect(&self, shared: &Shared) -> bool {
         self.inner.reconnect.load(Ordering::SeqCst)
             && !self.inner.closed.load(Ordering::SeqCst)
-            && self.inner.endpoint.is_some()
+            && (self.inner.endpoint.is_some() || self.renewal().is_some())
             && shared.lock().lost
     }
 
@@ -379,9 +395,10 @@ impl VncClient {
         if !Arc::ptr_eq(&self.shared(), old) {
             return Ok(()); // another task reconnected meanwhile
         }
-        let Some(endpoint) = &self.inner.endpoint else {
+        let renewal = self.renewal();
+        if self.inner.endpoint.is_none() && renewal.is_none() {
             return Err(RfbError::disconnected(cause.to_string()));
-        };
+        }
         let label = &self.inner.label;
         warn!(peer = %label, %cause, "VNC connection lost; reconnecting");
         let mut last = String::new();
@@ -399,7 +416,17 @@ impl VncClient {
             let mut opts = self.inner.opts.clone();
             opts.timeout = opts.timeout.min(remaining);
             let attempt = async {
-                let stream = transport::connect(endpoint, opts.timeout).await?;
+                let endpoint = match &renewal {
+                    Some(r) => {
+                        let fresh = tokio::time::timeout(opts.timeout, r.renew())
+                            .await
+                            .map_err(|_| RfbError::timeout("a fresh VNC access", opts.timeout))??;
+                        opts.password = fresh.password;
+                        fresh.endpoint
+                    }
+                    None => self.inner.endpoint.clone().ok_or_else(|| RfbError::disconnected(cause.to_string()))?,
+                };
+                let stream = transport::connect(&endpoint, opts.timeout).await?;
                 open_session(stream, label, endpoint.host(), &opts).await
             };
             match attempt.await {

@@ -16,6 +16,7 @@
 //! - [`coverage`]: which pixels fresh updates have covered (for captures).
 //! - [`capture`]: pending captures and the freshness cut-off.
 //! - [`session`]: background tasks of a live connection.
+//! - [`renewal`]: fresh endpoints and passwords for reconnects (single-use tickets).
 //! - [`client`]: [`VncClient`], the public handle.
 //!
 //! The client always asks for one pixel format (32 bpp, depth 24, true colour,
@@ -31,6 +32,7 @@ pub mod error;
 pub mod framebuffer;
 pub mod handshake;
 pub mod protocol;
+pub mod renewal;
 pub mod session;
 pub mod tls;
 pub mod transport;
@@ -43,6 +45,7 @@ pub use error::RfbError;
 pub use framebuffer::Framebuffer;
 pub use handshake::ServerInfo;
 pub use protocol::{Encoding, PixelFormat, ProtocolVersion, SecurityType};
+pub use renewal::{AccessRenewal, FreshAccess};
 pub use session::ClientStats;
 pub use tls::TlsSettings;
 pub use transport::{BoxedStream, ByteStream, Endpoint, WebSocketEndpoint};

@@ -218,6 +218,13 @@ pub trait VmBackend: Send {
         let _ = name;
         unsupported(self.kind(), "make a linked clone")
     }
+    /// For backends whose VNC access admits one connection (Proxmox VE's
+    /// tickets): what a VNC client asks for a new access when it reconnects
+    /// (after a stall, a dropped proxy, a rollback that restarted QEMU).
+    /// `None`: the access [`VmBackend::vnc`] gave stays good.
+    fn vnc_renewal(&self) -> Option<Arc<dyn crate::rfb::AccessRenewal>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@
 //! - VMs as QEMU processes: `-vnc unix:...,password=on`, the VNC password
 //!   set over QMP (`set_password`, `expire_password +30`) when the vncproxy
 //!   connection arrives, as `qm vncproxy` does; power operations; snapshots
-//!   with RAM through HMP `savevm`/`loadvm`/`delvm` on a qcow2 disk; linked
+//!   with RAM through HMP `savevm`/`delvm` on a qcow2 disk, rolled back as
+//!   qemu-server does it: the running QEMU is stopped and a new one starts on
+//!   the saved state (`-loadvm`), so VNC connections end; linked
 //!   clones from templates as qcow2 overlays on the base image (dir storage),
 //!   refused from non-templates; `/cluster/nextid`;
 //! - `vncproxy` (a port in 5900..5999 that accepts one connection for 10 s,
@@ -1449,14 +1451,11 @@ async fn snapshot_rollback(st: &Shared, vmid: u32, name: &str, start: bool) -> R
         (snap.vmstate, disk_path(&s.dir, &vm.config))
     };
     if vmstate {
-        match qmp_of(st, vmid) {
-            Some(qmp) => {
-                hmp(&qmp, &format!("loadvm {name}")).await?;
-                // loadvm leaves the VM paused when it was saved paused; PVE resumes it
-                let _ = qmp_command(&qmp, "cont", json!({})).await;
-            }
-            None => start_qemu(st, vmid, Some(name)).await?,
-        }
+        // qemu-server's __snapshot_rollback_vm_stop stops a running VM, and
+        // __snapshot_rollback_vm_start starts a new QEMU on the saved state:
+        // every VNC connection to the old process ends
+        stop_qemu(st, vmid).await?;
+        start_qemu(st, vmid, Some(name)).await?;
     } else {
         stop_qemu(st, vmid).await?;
         let disk = disk.ok_or("VM has no disk")?;

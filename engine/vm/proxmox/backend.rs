@@ -28,7 +28,6 @@ use super::client::{ClientOptions, Credentials, Hidden, PveClient};
 use super::error::PveError;
 use super::settings::{AuthSource, ProxmoxSettings};
 use super::tasks::{self, Upid};
-use super::tls::Trust;
 use super::{preflight, vnc};
 
 /// How long tasks may take.
@@ -192,20 +191,6 @@ impl ProxmoxVm {
 
     /// A fresh websocket route to the screen (a new `vncproxy`); connect
     /// within [`vnc::CONNECT_WITHIN`].
-    pub async fn vnc_websocket(&mut self) -> Result<vnc::VncWebSocket, VmError> {
-        let client = self.client().await?;
-        let vm = self.vm_ref()?;
-        let (ws, _proxy) = vnc::websocket(&client, &vm).await.map_err(|e| vm_err("open a VNC proxy", e))?;
-        self.secrets.remember(&ws.password);
-        if let Some(q) = ws.url.split_once("vncticket=") {
-            self.secrets.remember(q.1);
-        }
-        for (_, v) in &ws.headers {
-            self.secrets.remember(v);
-        }
-        Ok(ws)
-    }
-
     /// Health probe that sends no input: the VM runs and a VNC connection
     /// yields a frame within `timeout`.
     pub async fn probe(&mut self, timeout: Duration) -> Result<(), VmError> {
@@ -219,13 +204,7 @@ impl ProxmoxVm {
             }
         }
         let access = self.vnc_access().await?;
-        let opts = crate::rfb::ConnectOptions {
-            password: access.password.clone(),
-            timeout,
-            encodings: access.encodings.clone().unwrap_or_else(|| crate::rfb::ConnectOptions::default().encodings),
-            username: access.username.clone(),
-            tls: access.tls.clone(),
-        };
+        let opts = access.connect_options(timeout);
         let client = crate::rfb::VncClient::connect(&access.endpoint, &opts)
             .await
             .map_err(|e| VmError::Protocol { what: format!("VNC of VM {}", self.describe()), detail: e.to_string() })?;
@@ -309,8 +288,9 @@ impl ProxmoxVm {
     }
 
     async fn vnc_access(&mut self) -> Result<crate::backend::VncAccess, VmError> {
-        let ws = self.vnc_websocket().await?;
-        websocket_access(ws, &self.settings.trust)
+        let client = self.client().await?;
+        let vm = self.vm_ref()?;
+        vnc::access(&client, &vm, &self.settings.trust, &self.secrets).await.map_err(|e| vm_err("open a VNC proxy", e))
     }
 
     async fn stop_now(&mut self, mode: StopMode) -> Result<StopOutcome, VmError> {
@@ -372,18 +352,6 @@ impl ProxmoxVm {
 
 /// The screen route as the RFB client takes it: `wss://` with the API's
 /// authentication headers and the API's certificate trust.
-fn websocket_access(ws: vnc::VncWebSocket, trust: &Trust) -> Result<crate::backend::VncAccess, VmError> {
-    let url = crate::rfb::websocket::WebSocketUrl::parse(&ws.url)
-        .map_err(|e| VmError::Protocol { what: "the VNC websocket URL".into(), detail: e.to_string() })?;
-    let tls = crate::rfb::TlsSettings {
-        ca_file: trust.ca_file(),
-        fingerprint_sha256: trust.fingerprint_text(),
-        server_name: None,
-    };
-    let endpoint =
-        crate::rfb::Endpoint::WebSocket(crate::rfb::transport::WebSocketEndpoint { url, headers: ws.headers, tls });
-    Ok(crate::backend::VncAccess::plain(endpoint, Some(ws.password)))
-}
 
 impl VmBackend for ProxmoxVm {
     fn kind(&self) -> &'static str {
@@ -517,6 +485,16 @@ impl VmBackend for ProxmoxVm {
 
     fn teardown(&mut self) -> Pin<Box<dyn Future<Output = TeardownReport> + Send + '_>> {
         Box::pin(self.teardown_now())
+    }
+
+    fn vnc_renewal(&self) -> Option<Arc<dyn crate::rfb::AccessRenewal>> {
+        let renewal = vnc::Renewal {
+            client: self.client.clone()?,
+            vm: self.vm.clone()?,
+            trust: self.settings.trust.clone(),
+            secrets: self.secrets.clone(),
+        };
+        Some(Arc::new(renewal))
     }
 
     fn linked_clone(&mut self, name: &str) -> VmFuture<'_, Box<dyn VmBackend>> {

@@ -8,6 +8,7 @@
 //! RFB 3.8 with VNC authentication by that password. The ticket is bound to
 //! user, VM and port and lives 40 s: every connection needs a fresh proxy.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,6 +17,10 @@ use super::api::VmRef;
 use super::client::{Hidden, PveClient, encode_component};
 use super::error::PveError;
 use super::tasks::Upid;
+use super::tls::Trust;
+use crate::backend::VncAccess;
+use crate::rfb::renewal::{AccessRenewal, FreshAccess, RenewFuture};
+use crate::secrets::SecretStore;
 
 /// The node waits this long for the websocket after `vncproxy`.
 pub const CONNECT_WITHIN: Duration = Duration::from_secs(10);
@@ -111,4 +116,53 @@ pub async fn websocket(client: &PveClient, vm: &VmRef) -> Result<(VncWebSocket, 
         opened: proxy.opened,
     };
     Ok((ws, proxy))
+}
+
+/// A new proxy and the access through it; its ticket, password and
+/// authentication headers are registered with `secrets` for redaction.
+pub async fn access(
+    client: &PveClient,
+    vm: &VmRef,
+    trust: &Trust,
+    secrets: &SecretStore,
+) -> Result<VncAccess, PveError> {
+    let (ws, _proxy) = websocket(client, vm).await?;
+    secrets.remember(&ws.password);
+    if let Some((_, ticket)) = ws.url.split_once("vncticket=") {
+        secrets.remember(ticket);
+    }
+    for (_, v) in &ws.headers {
+        secrets.remember(v);
+    }
+    let url = crate::rfb::websocket::WebSocketUrl::parse(&ws.url)
+        .map_err(|e| PveError::Decode { what: "the VNC websocket URL".into(), detail: e.to_string() })?;
+    let tls = crate::rfb::TlsSettings {
+        ca_file: trust.ca_file(),
+        fingerprint_sha256: trust.fingerprint_text(),
+        server_name: None,
+    };
+    let endpoint =
+        crate::rfb::Endpoint::WebSocket(crate::rfb::transport::WebSocketEndpoint { url, headers: ws.headers, tls });
+    Ok(VncAccess::plain(endpoint, Some(ws.password)))
+}
+
+/// Reconnects to a VM's screen through a new `vncproxy` each time (a
+/// ticket admits one connection; a rollback restarts QEMU and ends it).
+pub struct Renewal {
+    pub client: Arc<PveClient>,
+    pub vm: VmRef,
+    pub trust: Trust,
+    pub secrets: SecretStore,
+}
+
+impl AccessRenewal for Renewal {
+    fn renew(&self) -> RenewFuture<'_> {
+        Box::pin(async move {
+            let a = access(&self.client, &self.vm, &self.trust, &self.secrets).await.map_err(|e| {
+                crate::rfb::RfbError::Transport { what: format!("a new vncproxy for VM {}: {e}", self.vm.vmid) }
+            })?;
+            tracing::info!(vmid = self.vm.vmid, "new vncproxy for the reconnect");
+            Ok(FreshAccess { endpoint: a.endpoint, password: a.password })
+        })
+    }
 }
