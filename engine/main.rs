@@ -1126,6 +1126,7 @@ fn shell(os: Option<&str>, inventory: Option<&Path>) -> anyhow::Result<u8> {
                 what: format!("smoke shell --os {}", target.name),
                 run: None,
             })),
+            vm_disk: Default::default(),
         };
         let mut machine = smoke::backend::Machine::start(&target, &ctx)
             .await
@@ -1383,6 +1384,7 @@ fn doctor(os: Option<&str>, inventory: Option<&Path>, processes: Vec<String>, js
             what: format!("smoke doctor --os {}", target.name),
             run: None,
         })),
+        vm_disk: Default::default(),
     };
     let opts = smoke::doctor::DoctorOptions { processes, ..Default::default() };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;

@@ -42,10 +42,6 @@ fn project(files: &Path) -> tempfile::TempDir {
     dir
 }
 
-fn summary(run: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap()
-}
-
 /// `smoke run SCENARIO --os OS` in its own results folder: exit code, summary, run folder.
 fn run(project: &Path, name: &str, scenario: &str, os: &str, extra: &[&str]) -> (Option<i32>, Value, PathBuf, String) {
     std::fs::write(project.join(format!("{name}.yaml")), scenario).unwrap();
@@ -57,7 +53,7 @@ fn run(project: &Path, name: &str, scenario: &str, os: &str, extra: &[&str]) -> 
     let text = support::text(&out);
     eprintln!("{name} on {os}: exit {:?} in {:.1}s", out.status.code(), t.elapsed().as_secs_f64());
     let dir = dir.unwrap_or_else(|| panic!("no run folder: {text}"));
-    (out.status.code(), summary(&dir), dir, text)
+    (out.status.code(), support::summary(&dir), dir, text)
 }
 
 #[test]
@@ -147,4 +143,76 @@ steps:
     let (code, s, _, text) = run(p, "tight", tight, "good", &[]);
     assert_eq!(code, Some(12), "{text}");
     assert_eq!(s["boot"]["outcome"], "timeout");
+}
+
+/// The `checkpoint` events of a run, as "ACTION NAME".
+fn checkpoint_events(run: &Path) -> Vec<String> {
+    support::events(run)
+        .iter()
+        .filter_map(|r| match &r.event {
+            smoke::events::Event::Checkpoint { action, name, .. } => Some(format!("{action} {name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The snapshots in a qcow2, from `qemu-img snapshot -l`.
+fn snapshots_in(disk: &Path) -> String {
+    let out = Command::new("qemu-img").args(["snapshot", "-l", "-U"]).arg(disk).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn checkpoints_kept_by_one_run_are_resumed_by_the_next() {
+    let _one = support::lock();
+    let files = guest_files();
+    let p = project(&files);
+    let p = p.path();
+    // the shell's MARK is only in the guest's memory: after a resume it can
+    // only come from the snapshot the first run kept
+    let scenario = r#"name: keep
+retain_checkpoints: 2
+steps:
+  - boot: {marker: SMOKE-GUEST-READY, timeout: 90s, stall: 30s}
+  - expect: {serial: "guest# ", timeout: 20s}
+  - send: {serial: 'MARK=one\n'}
+  - checkpoint: first
+  - send: {serial: 'MARK=two-$MARK\n'}
+  - checkpoint: second
+  - send: {serial: 'echo NOW-$MARK\n'}
+  - expect: {serial: "NOW-two-one", timeout: 20s}
+  - checkpoint: third
+"#;
+    let (code, _, dir, text) = run(p, "keep", scenario, "good", &["--keep-checkpoints"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        checkpoint_events(&dir),
+        vec!["created first", "created second", "created third", "deleted first", "kept second", "kept third"],
+        "retain_checkpoints: 2 deletes the oldest; --keep-checkpoints keeps the rest"
+    );
+    let disk = p.join(".smoke/checkpoints/good/instance.qcow2");
+    let listed = snapshots_in(&disk);
+    assert!(listed.contains("smoke-second") && listed.contains("smoke-third"), "{listed}");
+    assert!(!listed.contains("smoke-first"), "{listed}");
+    assert!(p.join(".smoke/checkpoints/good/instance.json").is_file());
+
+    // the next run starts after `second`, in the guest as it was then
+    let t = Instant::now();
+    let (code, s, dir, text) = run(p, "resume", scenario, "good", &["--from-checkpoint", "second"]);
+    eprintln!("resumed run: {:?}", t.elapsed());
+    assert_eq!(code, Some(0), "{text}");
+    let statuses: Vec<String> =
+        s["steps"].as_array().unwrap().iter().map(|x| x["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(statuses[..6], ["skipped"; 6], "{statuses:?}");
+    assert_eq!(statuses[6..], ["passed"; 3], "{statuses:?}");
+    assert_eq!(checkpoint_events(&dir), vec!["resumed second", "replaced third", "created third", "deleted third"]);
+    let listed = snapshots_in(&disk);
+    assert!(listed.contains("smoke-second") && !listed.contains("smoke-third"), "{listed}");
+
+    // a checkpoint the disk no longer has: the error names the ones it has
+    let (code, s, _, text) = run(p, "gone", scenario, "good", &["--from-checkpoint", "first"]);
+    assert_ne!(code, Some(0), "{text}");
+    let reason = s["reason"].to_string();
+    assert!(reason.contains("no snapshot smoke-first (checkpoints on it: second)"), "{reason} / {text}");
 }

@@ -126,12 +126,17 @@ async fn boot_serial_vnc_typing_savevm_loadvm_and_teardown_ladder() {
     let serial = vm.serial().await.unwrap();
     serial.expect(&re("SMOKE-GUEST-READY"), BOOT).await.unwrap();
     eprintln!("boot to SMOKE-GUEST-READY on serial: {:?}", t.elapsed());
+    // QEMU starts paused and runs once the console is connected: the live
+    // console has every byte QEMU wrote to serial.log
+    serial.expect(&re(r"guest# "), Duration::from_secs(15)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = std::fs::metadata(logs.path().join("serial.log")).unwrap().len();
+    assert_eq!(serial.bytes_received(), logged, "the live console missed bytes that serial.log has");
     assert_eq!(vm.status().await.unwrap(), VmStatus::Running);
 
     // serial send/expect: only the command's output has 42 (the echo of the line has $((6*7))).
-    // The banner comes before the serial shell starts: wait for its prompt, or
-    // the line may reach the tty before anything reads it.
-    serial.expect(&re(r"guest# "), Duration::from_secs(15)).await.unwrap();
+    // (The banner comes before the serial shell starts: the prompt was awaited
+    // above, or the line may reach the tty before anything reads it.)
     serial.send_line("echo SERIAL-$((6*7))").await.unwrap();
     serial.expect(&re(r"SERIAL-42"), Duration::from_secs(15)).await.unwrap();
 

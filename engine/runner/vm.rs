@@ -23,6 +23,12 @@ const FAILURE_QUIET: Duration = Duration::from_millis(500);
 const FAILURE_GRACE: Duration = Duration::from_secs(3);
 /// Characters of the transcript kept in the boot event (the log has all of it).
 const TRANSCRIPT_TAIL: usize = 6000;
+/// Before a checkpoint the screen must be still this long: keys typed just
+/// before are still in the hypervisor's input queue (QEMU hands VNC key
+/// events to the guest 10 ms apart) and a snapshot taken then loses them...
+const SETTLE_QUIET: Duration = Duration::from_millis(500);
+/// ...but a screen that never stops changing (a clock, a video) gets this long.
+const SETTLE_BUDGET: Duration = Duration::from_secs(5);
 
 /// Where the main steps start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -270,10 +276,37 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// `checkpoint: NAME`: snapshot the VM (replacing an older snapshot of
-    /// the same name), then delete the oldest beyond the retention.
+    /// Wait until the screen is still for [`SETTLE_QUIET`] (blinking cells
+    /// aside), at most [`SETTLE_BUDGET`]; whether it settled (a screen that
+    /// cannot be captured has nothing to wait for).
+    async fn settle_screen(&mut self) -> Result<bool, StepError> {
+        let start = Instant::now();
+        let Ok(first) = self.screen.capture().await else { return Ok(true) };
+        let mut watcher = crate::vision::still::ChangeWatcher::new(&first, None, 0, Duration::ZERO);
+        watcher.learn(&self.blinkers);
+        while start.elapsed() < SETTLE_BUDGET {
+            self.sleep(BOOT_POLL).await?;
+            let Ok(frame) = self.screen.capture().await else { return Ok(true) };
+            if watcher.observe(&frame, start.elapsed()).still_for >= SETTLE_QUIET {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `checkpoint: NAME`: let the input settle, snapshot the VM (replacing
+    /// an older snapshot of the same name), then delete the oldest beyond
+    /// the retention.
     pub(super) async fn checkpoint(&mut self, n: usize, name: &str) -> Result<(), StepError> {
         let snapshot = snapshot_name(name);
+        if !self.settle_screen().await? {
+            self.events.emit(Event::Warning {
+                message: format!(
+                    "step {n}: checkpoint {name} taken while the screen was still changing after {:.0}s",
+                    SETTLE_BUDGET.as_secs_f64()
+                ),
+            });
+        }
         let start = Instant::now();
         if let Some(i) = self.vm_state.checkpoints.iter().position(|c| c.name == name) {
             // taken again after a rewind: the old one goes first
@@ -281,6 +314,17 @@ impl Runner<'_> {
             if let Err(e) = self.vm()?.snapshot_delete(&snapshot).await {
                 tracing::debug!("deleting the old snapshot {snapshot}: {e}");
             }
+        } else if self.vm()?.snapshot_list().await.is_ok_and(|l| l.iter().any(|s| s.name == snapshot)) {
+            // kept by an earlier run (names are unique on Proxmox VE): this run's replaces it
+            self.vm()?.snapshot_delete(&snapshot).await.map_err(vm_error)?;
+            self.events.emit(Event::Checkpoint {
+                step: n,
+                name: name.to_string(),
+                snapshot: snapshot.clone(),
+                action: "replaced".into(),
+                duration_ms: start.elapsed().as_millis() as u64,
+                error: None,
+            });
         }
         self.vm()?.snapshot_create(&snapshot).await.map_err(vm_error)?;
         self.events.emit(Event::Checkpoint {

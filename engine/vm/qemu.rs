@@ -5,6 +5,11 @@
 //! or a small empty state disk that only holds `savevm` snapshots (QEMU
 //! cannot save VM state without a writable qcow2). Two QEMUs can never open
 //! one qcow2, so runs never share one. The base image is not written to.
+//! That qcow2 holds the run's checkpoints; it is removed at teardown, unless
+//! the run keeps them ([`InstanceDisk::Keep`]: a fresh one in a kept
+//! directory, with a note of what it was made from) or resumes from them
+//! ([`InstanceDisk::Resume`]: the kept one, refused when the kernel, initrd,
+//! disk, ISO, memory, CPUs or machine differ from that note).
 //!
 //! QEMU listens for VNC on loopback (`127.0.0.1`, a free display found by
 //! QEMU itself, with a random password set over QMP) or on a Unix socket,
@@ -73,6 +78,33 @@ pub enum VncListen {
     /// A Unix socket in the instance's private directory (no password).
     Unix,
 }
+
+/// Where the instance's qcow2 (the one `savevm` writes the checkpoints to) lives.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum InstanceDisk {
+    /// In the instance's temporary directory, removed at teardown.
+    #[default]
+    PerRun,
+    /// A new one in this directory (an older one there is replaced), left
+    /// there at teardown for a later `--from-checkpoint`.
+    Keep(PathBuf),
+    /// The one an earlier run kept in this directory, with its snapshots;
+    /// left there at teardown.
+    Resume(PathBuf),
+}
+
+impl InstanceDisk {
+    fn kept_dir(&self) -> Option<&Path> {
+        match self {
+            InstanceDisk::PerRun => None,
+            InstanceDisk::Keep(d) | InstanceDisk::Resume(d) => Some(d),
+        }
+    }
+}
+
+/// The kept disk and the note of what it was made from.
+const KEPT_DISK: &str = "instance.qcow2";
+const KEPT_NOTE: &str = "instance.json";
 
 /// A `backend: qemu` target's settings (inventory key `qemu:`).
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +189,8 @@ pub struct QemuVm {
     accel: Option<Accel>,
     /// The qcow2 this instance writes (overlay or state disk).
     instance_disk: Option<PathBuf>,
+    /// Where that qcow2 lives (per run, or kept for `--from-checkpoint`).
+    disk_home: InstanceDisk,
     child: Option<tokio::process::Child>,
     pgid: Option<u32>,
     qmp: Option<Arc<QmpClient>>,
@@ -176,6 +210,7 @@ impl QemuVm {
             dir: None,
             accel: None,
             instance_disk: None,
+            disk_home: InstanceDisk::PerRun,
             child: None,
             pgid: None,
             qmp: None,
@@ -184,6 +219,13 @@ impl QemuVm {
             vnc_password: None,
             ssh_port: None,
         }
+    }
+
+    /// Keep the instance disk (and the checkpoints in it) after the run, or
+    /// start from the one an earlier run kept.
+    pub fn with_instance_disk(mut self, home: InstanceDisk) -> QemuVm {
+        self.disk_home = home;
+        self
     }
 
     /// The accelerator chosen by `prepare`.
@@ -254,24 +296,29 @@ impl QemuVm {
             .prefix("smoke-qemu-")
             .tempdir()
             .map_err(|e| VmError::Io { what: "create the VM's directory".into(), source: e })?;
-        let disk = dir.path().join("instance.qcow2");
-        let mut img = tokio::process::Command::new("qemu-img");
-        img.arg("create").arg("-q").arg("-f").arg("qcow2");
-        if let Some(base) = &s.disk {
-            let base = std::fs::canonicalize(base)
-                .map_err(|e| VmError::Io { what: format!("resolve {}", base.display()), source: e })?;
-            let format = image_format(&base).await?;
-            img.arg("-b").arg(&base).arg("-F").arg(format).arg(&disk);
-        } else {
-            img.arg(&disk).arg(STATE_DISK);
-        }
-        let out = img.output().await.map_err(|e| VmError::Spawn { program: "qemu-img".into(), source: e })?;
-        if !out.status.success() {
-            return Err(VmError::Command {
-                command: "qemu-img create".into(),
-                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
+        let disk = match &self.disk_home {
+            InstanceDisk::PerRun => {
+                let disk = dir.path().join(KEPT_DISK);
+                create_instance_disk(s, &disk).await?;
+                disk
+            }
+            InstanceDisk::Keep(home) => {
+                let io = |what: String| move |e| VmError::Io { what, source: e };
+                std::fs::create_dir_all(home).map_err(io(format!("create {}", home.display())))?;
+                let disk = home.join(KEPT_DISK);
+                for old in [home.join(KEPT_NOTE), disk.clone()] {
+                    if old.exists() {
+                        std::fs::remove_file(&old).map_err(io(format!("remove {}", old.display())))?;
+                    }
+                }
+                create_instance_disk(s, &disk).await?;
+                let note = serde_json::to_string_pretty(&made_from(s)).unwrap_or_default();
+                std::fs::write(home.join(KEPT_NOTE), note + "\n")
+                    .map_err(io(format!("write {}", home.join(KEPT_NOTE).display())))?;
+                disk
+            }
+            InstanceDisk::Resume(home) => kept_disk(&self.name, s, home)?,
+        };
         self.instance_disk = Some(disk);
         self.accel = Some(match s.accel {
             Accel::Auto => {
@@ -301,6 +348,8 @@ impl QemuVm {
         push(&["-name", &format!("smoke-{}", self.name), "-machine", &s.machine]);
         push(&["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()]);
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "std"]);
+        // paused until the serial console is connected: the transcript has every byte
+        push(&["-S"]);
         if s.tablet {
             push(&["-usb", "-device", "usb-tablet"]);
         }
@@ -409,7 +458,8 @@ impl QemuVm {
         Err(last_error.unwrap_or_else(|| VmError::Config("QEMU did not start".into())))
     }
 
-    /// Connect the serial console, find the VNC address, set its password.
+    /// Connect the serial console, find the VNC address, set its password,
+    /// then let the (paused) guest run.
     async fn after_start(&mut self, dir: &Path) -> Result<(), VmError> {
         let qmp = self.qmp_or_err()?;
         let serial = SerialConsole::connect(&dir.join("serial.sock"), Duration::from_secs(5)).await?;
@@ -428,6 +478,7 @@ impl QemuVm {
                 self.vnc_endpoint = Some(Endpoint::Tcp { host, port });
             }
         }
+        qmp.execute("cont", None).await?;
         Ok(())
     }
 
@@ -528,6 +579,11 @@ impl VmBackend for QemuVm {
     }
 
     fn lock_key(&self) -> String {
+        if let Some(home) = self.disk_home.kept_dir() {
+            // one QEMU at a time on the kept disk
+            let abs = std::fs::canonicalize(home).unwrap_or_else(|_| home.to_path_buf());
+            return format!("qemu:{}", abs.join(KEPT_DISK).display());
+        }
         match &self.settings.disk {
             Some(d) => {
                 let abs = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
@@ -677,10 +733,14 @@ impl VmBackend for QemuVm {
             self.reap().await;
             if let Some(dir) = self.dir.take() {
                 let shown = dir.path().display().to_string();
+                let what = if self.disk_home == InstanceDisk::PerRun { "instance disk, sockets" } else { "sockets" };
                 match dir.close() {
-                    Ok(()) => steps.push(format!("removed {shown} (instance disk, sockets)")),
+                    Ok(()) => steps.push(format!("removed {shown} ({what})")),
                     Err(e) => errors.push(format!("cannot remove {shown}: {e}")),
                 }
+            }
+            if let (Some(home), Some(_)) = (self.disk_home.kept_dir(), &self.instance_disk) {
+                steps.push(format!("kept {} (its checkpoints, for --from-checkpoint)", home.join(KEPT_DISK).display()));
             }
             self.instance_disk = None;
             self.vnc_endpoint = None;
@@ -706,6 +766,85 @@ impl VmBackend for QemuVm {
                 .ok_or_else(|| VmError::NotRunning { what: format!("VM '{}'", self.name), log_tail: String::new() })
         })
     }
+}
+
+/// Create the instance's qcow2 at `disk`: an overlay on the base disk, or a
+/// small empty one that only holds snapshots.
+async fn create_instance_disk(s: &QemuSettings, disk: &Path) -> Result<(), VmError> {
+    let mut img = tokio::process::Command::new("qemu-img");
+    img.arg("create").arg("-q").arg("-f").arg("qcow2");
+    if let Some(base) = &s.disk {
+        let base = std::fs::canonicalize(base)
+            .map_err(|e| VmError::Io { what: format!("resolve {}", base.display()), source: e })?;
+        let format = image_format(&base).await?;
+        img.arg("-b").arg(&base).arg("-F").arg(format).arg(disk);
+    } else {
+        img.arg(disk).arg(STATE_DISK);
+    }
+    let out = img.output().await.map_err(|e| VmError::Spawn { program: "qemu-img".into(), source: e })?;
+    if !out.status.success() {
+        return Err(VmError::Command {
+            command: "qemu-img create".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// What a kept disk was made from: the files the guest came from (path,
+/// size, modification time) and the settings a saved state depends on.
+fn made_from(s: &QemuSettings) -> std::collections::BTreeMap<String, String> {
+    let mut m = std::collections::BTreeMap::new();
+    for (what, p) in [("kernel", &s.kernel), ("initrd", &s.initrd), ("disk", &s.disk), ("iso", &s.iso)] {
+        let Some(p) = p else { continue };
+        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let stamp = std::fs::metadata(&abs)
+            .map(|md| {
+                let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                format!("{} bytes, modified {}", md.len(), mtime.map_or(0, |d| d.as_secs()))
+            })
+            .unwrap_or_else(|_| "missing".into());
+        m.insert(what.to_string(), format!("{} ({stamp})", abs.display()));
+    }
+    m.insert("memory".into(), format!("{} MiB", s.memory_mib));
+    m.insert("cpus".into(), s.cpus.to_string());
+    m.insert("machine".into(), s.machine.clone());
+    m
+}
+
+/// The disk an earlier run kept in `home`, when it was made from what the
+/// target has now.
+fn kept_disk(name: &str, s: &QemuSettings, home: &Path) -> Result<PathBuf, VmError> {
+    let disk = home.join(KEPT_DISK);
+    let first = "run the scenario with --keep-checkpoints (or `keep_checkpoints: true`) first";
+    if !disk.is_file() {
+        return Err(VmError::Config(format!(
+            "VM '{name}' has no kept checkpoints ({} does not exist): {first}",
+            disk.display()
+        )));
+    }
+    let note: std::collections::BTreeMap<String, String> =
+        std::fs::read(home.join(KEPT_NOTE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| {
+            VmError::Config(format!("{} is missing or unreadable: {first}", home.join(KEPT_NOTE).display()))
+        })?;
+    let now = made_from(s);
+    let keys: std::collections::BTreeSet<&String> = note.keys().chain(now.keys()).collect();
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| note.get(*k) != now.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "none".into());
+            format!("{k}: was {}, now {}", show(note.get(k)), show(now.get(k)))
+        })
+        .collect();
+    if !changed.is_empty() {
+        return Err(VmError::Config(format!(
+            "the checkpoints kept for VM '{name}' were made from something else ({}); run without \
+             --from-checkpoint, with --keep-checkpoints, to make new ones",
+            changed.join("; ")
+        )));
+    }
+    Ok(disk)
 }
 
 /// HMP takes the rest of the line as the name: keep names to what tags allow.
@@ -931,6 +1070,26 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_disk_is_refused_when_the_guest_changed() {
+        let home = tempfile::tempdir().unwrap();
+        let kernel = home.path().join("vmlinuz");
+        std::fs::write(&kernel, b"kernel one").unwrap();
+        let settings = QemuSettings { kernel: Some(kernel.clone()), ..Default::default() };
+        let e = kept_disk("vm", &settings, home.path()).unwrap_err().to_string();
+        assert!(e.contains("has no kept checkpoints") && e.contains("--keep-checkpoints"), "{e}");
+        std::fs::write(home.path().join(KEPT_DISK), b"qcow2").unwrap();
+        let note = serde_json::to_string(&made_from(&settings)).unwrap();
+        std::fs::write(home.path().join(KEPT_NOTE), note).unwrap();
+        assert_eq!(kept_disk("vm", &settings, home.path()).unwrap(), home.path().join(KEPT_DISK));
+        // a rebuilt kernel, more memory
+        std::fs::write(&kernel, b"kernel two, longer").unwrap();
+        let bigger = QemuSettings { memory_mib: settings.memory_mib * 2, ..settings.clone() };
+        let e = kept_disk("vm", &bigger, home.path()).unwrap_err().to_string();
+        assert!(e.contains("kernel: was") && e.contains("10 bytes") && e.contains("18 bytes"), "{e}");
+        assert!(e.contains(&format!("memory: was {} MiB, now {} MiB", settings.memory_mib, bigger.memory_mib)), "{e}");
+    }
+
+    #[test]
     fn command_line_has_the_pieces() {
         let logs = tempfile::tempdir().unwrap();
         let mut vm = QemuVm::new(
@@ -958,6 +1117,7 @@ mod tests {
             "-device virtio-net-pci,netdev=net0",
             "-serial chardev:serial0",
             "-nodefaults",
+            " -S ",
         ] {
             assert!(a.contains(want), "{want} not in {a}");
         }
