@@ -58,7 +58,7 @@ fn calculator_passes_with_ocr_click_ocr_and_ssim_checks() {
     assert!(run.join(shot.unwrap()).is_file(), "every check has its screenshot");
 
     // result files
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert_eq!(summary["verdict"], "passed");
     assert_eq!(summary["schema"], "smoke.summary/1");
     assert_eq!(summary["steps"].as_array().unwrap().len(), 8);
@@ -124,7 +124,7 @@ fn a_check_that_must_fail_fails_with_its_evidence() {
             |r| matches!(&r.event, Event::Check { step: 5, passed: false, text: Some(t), .. } if t.contains("12"))
         )
     );
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert_eq!(summary["verdict"], "failed");
     assert_eq!(summary["exit_code"], 1);
     let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();

@@ -162,7 +162,7 @@ fn a_target_that_cannot_start_is_an_infrastructure_error_with_results() {
     let (out, run) = run(p.path(), "scenarios/terminal.yaml", results.path(), &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let run = run.expect("results even though nothing could run");
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert_eq!(summary["verdict"], "error");
     let reason = summary["reason"].as_str().unwrap();
     assert!(reason.contains("/nonexistent/Xvnc") && reason.contains("tigervnc"), "{reason}");
@@ -274,8 +274,7 @@ fn the_vnc_backend_drives_an_existing_server_with_a_password_from_the_environmen
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run_dir(results.path()).unwrap().join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run_dir(results.path()).unwrap());
     assert!(summary["reason"].as_str().unwrap().contains("authentication failed"), "{summary}");
 
     // a shell step cannot run on a VNC-only target: refused before anything runs

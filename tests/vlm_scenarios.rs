@@ -207,7 +207,7 @@ fn a_guard_dismisses_a_real_dialog_by_a_located_click_and_the_second_run_asks_no
             assert!(*prompt_tokens > 0 && *latency_ms > 0);
         }
     }
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert_eq!(summary["vlm"]["calls"], 5, "{}", summary["vlm"]);
     assert!(summary["vlm"]["cost"].as_f64().unwrap() > 0.0);
     let calls = server.chat_requests();
@@ -301,7 +301,7 @@ steps:
     );
     let (out, run) = smoke_run(tight.path(), "scenarios/budget.yaml", "results", &["--no-cache"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert!(summary["reason"].as_str().unwrap().contains("budget"), "{summary}");
     assert_eq!(summary["vlm"]["calls"], 1);
 
@@ -310,7 +310,7 @@ steps:
     write(&missing.path().join("scenarios/m.yaml"), "name: m\nsteps:\n  - verify: {vlm: Is the desktop empty?}\n");
     let (out, run) = smoke_run(missing.path(), "scenarios/m.yaml", "results", &[]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     assert_eq!(summary["exit_code"], 4);
     assert!(summary["reason"].as_str().unwrap().contains("qwen-not-loaded"), "{summary}");
     assert!(!events(&run).iter().any(|r| matches!(r.event, Event::StepStarted { .. })));
@@ -321,7 +321,7 @@ steps:
     let (out, run) = smoke_run(p.path(), "scenarios/moon.yaml", "results-moon", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(server.chat_requests().len() - before, 3);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let summary = support::summary(&run);
     let reason = summary["reason"].as_str().unwrap();
     assert!(reason.contains("no usable answer in 3 tries") && reason.contains("off the"), "{reason}");
 }

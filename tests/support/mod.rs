@@ -61,6 +61,12 @@ pub fn events(run: &Path) -> Vec<Record> {
     records
 }
 
+/// The run's `summary.json`.
+pub fn summary(run: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(run.join("summary.json")).expect("summary.json"))
+        .expect("summary.json parses")
+}
+
 pub fn text(out: &Output) -> String {
     format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
