@@ -350,9 +350,6 @@ impl ProxmoxVm {
     }
 }
 
-/// The screen route as the RFB client takes it: `wss://` with the API's
-/// authentication headers and the API's certificate trust.
-
 impl VmBackend for ProxmoxVm {
     fn kind(&self) -> &'static str {
         "proxmox"

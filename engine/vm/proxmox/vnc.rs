@@ -118,8 +118,9 @@ pub async fn websocket(client: &PveClient, vm: &VmRef) -> Result<(VncWebSocket, 
     Ok((ws, proxy))
 }
 
-/// A new proxy and the access through it; its ticket, password and
-/// authentication headers are registered with `secrets` for redaction.
+/// A new proxy and the access through it, as the RFB client takes it:
+/// `wss://` with the API's authentication headers and certificate trust. Its
+/// ticket, password and headers are registered with `secrets` for redaction.
 pub async fn access(
     client: &PveClient,
     vm: &VmRef,
