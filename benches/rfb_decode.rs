@@ -32,8 +32,8 @@
 //! `cargo bench --bench rfb_decode` (`-- --replay` decodes the recordings of
 //! the last run again, without Xvnc: for profiling)
 
-#[path = "../tests/input_support/mod.rs"]
-mod input_support;
+#[path = "../tests/xvnc_support/mod.rs"]
+mod xvnc_support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -41,11 +41,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use input_support::Desktop;
 use smoke::geometry::Rect;
 use smoke::rfb::encodings::{DecodeStatus, Decoders};
 use smoke::rfb::protocol::{ClientMessage, RECT_HEADER_LEN, RectHeader};
 use smoke::rfb::{Encoding, Framebuffer, PixelFormat};
+use xvnc_support::Desktop;
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 720;

@@ -15,19 +15,19 @@
 //!
 //! `cargo bench --bench vnc [-- N]`
 
-#[path = "../tests/input_support/mod.rs"]
-mod input_support;
+#[path = "../tests/xvnc_support/mod.rs"]
+mod xvnc_support;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use input_support::{Desktop, read_lines};
 use smoke::events::EventLog;
 use smoke::input::Layout;
 use smoke::rfb::{ConnectOptions, Encoding, VncClient};
 use smoke::runner::screen::{Screen, TypeOptions};
+use xvnc_support::{Desktop, read_lines};
 
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();

@@ -320,7 +320,7 @@ async fn auth_failure_on_3_7_has_no_reason_string() {
 async fn only_unsupported_security_types() {
     let (endpoint, server) = serve(|mut peer| async move {
         peer.version(b"RFB 003.008\n", ProtocolVersion::V3_8).await;
-        peer.send(&[2, 19, 18]).await; // VeNCrypt, TLS
+        peer.send(&[2, 5, 18]).await; // RA2, TLS (Vino's old type); VeNCrypt (19) is supported
         // The client must hang up without choosing.
         let mut rest = Vec::new();
         peer.stream.read_to_end(&mut rest).await.unwrap();
@@ -329,7 +329,7 @@ async fn only_unsupported_security_types() {
     .await;
     let err = VncClient::connect(&endpoint, &opts(Some("pw"))).await.unwrap_err();
     assert!(matches!(err, RfbError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("VeNCrypt"), "{err}");
+    assert!(err.to_string().contains("RA2 (5)") && err.to_string().contains("TLS (18)"), "{err}");
     server.await.unwrap();
 }
 

@@ -9,39 +9,21 @@
 //! Every test draws a known root colour with xsetroot and checks it arrives
 //! through the secured connection.
 
-use std::io::BufRead;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use smoke::rfb::{
     ConnectOptions, Endpoint, RfbError, TlsSettings, VncClient, WebSocketEndpoint, WebSocketUrl, vnc_password_file,
 };
 
+mod xvnc_support;
+
+use xvnc_support::{Desktop, free_port};
+
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const ROOT: [u8; 3] = [0x12, 0x80, 0xc4];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn terminate(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -113,74 +95,20 @@ impl Pki {
     }
 }
 
-/// Xvnc with the given security arguments and a known root colour.
-struct Desktop {
-    xvnc: Child,
-    others: Vec<Child>,
-    display: u32,
-    port: u16,
-    dir: tempfile::TempDir,
+/// Xvnc (640x400) with the security arguments `security` gives for its
+/// folder, and a known root colour.
+fn desktop_in(security: impl Fn(&Path) -> Vec<String>) -> Desktop {
+    let d = Desktop::start_in(|dir| {
+        let mut extra = vec!["-geometry".to_string(), "640x400".into()];
+        extra.extend(security(dir));
+        extra
+    });
+    run(d.command("xsetroot").args(["-solid", "#1280c4"]));
+    d
 }
 
-impl Drop for Desktop {
-    fn drop(&mut self) {
-        for c in &mut self.others {
-            terminate(c);
-        }
-        terminate(&mut self.xvnc);
-    }
-}
-
-impl Desktop {
-    fn start(security: &[&str]) -> Desktop {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let (reader, writer) = std::io::pipe().unwrap();
-        let fd = writer.as_raw_fd();
-        let log = std::fs::File::create(dir.path().join("xvnc.log")).unwrap();
-        let mut cmd = Command::new("Xvnc");
-        cmd.args(["-displayfd", &fd.to_string(), "-rfbport", &port.to_string()])
-            .args(["-localhost", "-geometry", "640x400", "-depth", "24", "-AlwaysShared"])
-            .args(["-nolisten", "tcp", "-BlacklistThreshold", "1000000"])
-            .args(security)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        unsafe {
-            cmd.pre_exec(move || {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let xvnc = cmd.spawn().expect("Xvnc (tigervnc-standalone-server) must be installed");
-        drop(writer);
-        let mut line = String::new();
-        std::io::BufReader::new(reader).read_line(&mut line).unwrap();
-        let display: u32 = line.trim().parse().unwrap_or_else(|_| {
-            panic!("Xvnc did not start: {}", std::fs::read_to_string(dir.path().join("xvnc.log")).unwrap_or_default())
-        });
-        let d = Desktop { xvnc, others: Vec::new(), display, port, dir };
-        run(Command::new("xsetroot").env("DISPLAY", format!(":{display}")).args(["-solid", "#1280c4"]));
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("xvnc.log")).unwrap_or_default()
-    }
-
-    /// Start a helper process (socat, websockify) and wait for its port.
-    fn spawn_on(&mut self, cmd: &mut Command, port: u16) {
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-        self.others.push(child);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "{cmd:?} did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+fn desktop(security: &[&str]) -> Desktop {
+    desktop_in(|_| security.iter().map(|s| s.to_string()).collect())
 }
 
 fn opts(password: Option<&str>, tls: TlsSettings) -> ConnectOptions {
@@ -236,7 +164,7 @@ async fn x509_none_with_ca_and_pin_and_refusals() {
     let _g = SERIAL.lock().await;
     let pki = Pki::new();
     let a = x509_args(&pki, "X509None", &[]);
-    let d = Desktop::start(&args(&a));
+    let d = desktop(&args(&a));
     let ep = Endpoint::tcp("127.0.0.1", d.port);
 
     let c = check_screen(&ep, &opts(None, ca(&pki))).await;
@@ -281,7 +209,7 @@ async fn x509_vnc_and_anonymous_tls_subtypes() {
         let pwfile = dir.path().join("passwd");
         std::fs::write(&pwfile, vnc_password_file("s3cret")).unwrap();
         let a = x509_args(&pki, types, &["-PasswordFile", pwfile.to_str().unwrap()]);
-        let d = Desktop::start(&args(&a));
+        let d = desktop(&args(&a));
         let ep = Endpoint::tcp("127.0.0.1", d.port);
         let pw = if types == "TLSNone" { None } else { Some("s3cret") };
         let tls = if types.starts_with("X509") { ca(&pki) } else { TlsSettings::default() };
@@ -325,7 +253,7 @@ async fn x509_plain_checks_username_and_password_with_pam() {
 
     let pki = Pki::new();
     let a = x509_args(&pki, "X509Plain", &["-PlainUsers", user, "-PAMService", service]);
-    let d = Desktop::start(&args(&a));
+    let d = desktop(&args(&a));
     let ep = Endpoint::tcp("127.0.0.1", d.port);
     let mut o = opts(Some("Plain-pw-42"), ca(&pki));
     o.username = Some(user.into());
@@ -342,7 +270,7 @@ async fn x509_plain_checks_username_and_password_with_pam() {
 async fn tls_wrapped_tcp_through_socat() {
     let _g = SERIAL.lock().await;
     let pki = Pki::new();
-    let mut d = Desktop::start(&["-SecurityTypes", "None"]);
+    let mut d = desktop(&["-SecurityTypes", "None"]);
     let port = free_port();
     let listen = format!(
         "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
@@ -350,7 +278,7 @@ async fn tls_wrapped_tcp_through_socat() {
         pki.path("server.key").display()
     );
     let vnc_port = d.port;
-    d.spawn_on(Command::new("socat").args([&listen, &format!("TCP:127.0.0.1:{vnc_port}")]), port);
+    d.spawn_listener(Command::new("socat").args([&listen, &format!("TCP:127.0.0.1:{vnc_port}")]), port);
     let ep = Endpoint::Tls { host: "127.0.0.1".into(), port, tls: ca(&pki) };
     check_screen(&ep, &opts(None, TlsSettings::default())).await.close().await;
     let wrong = Endpoint::Tls {
@@ -369,17 +297,14 @@ fn websockify(d: &mut Desktop, port: u16, tls: Option<&Pki>) {
     }
     let vnc_port = d.port;
     cmd.args([format!("127.0.0.1:{port}"), format!("127.0.0.1:{vnc_port}")]);
-    d.spawn_on(&mut cmd, port);
+    d.spawn_listener(&mut cmd, port);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_through_websockify_ws_and_wss() {
     let _g = SERIAL.lock().await;
     let pki = Pki::new();
-    let pwdir = tempfile::tempdir().unwrap();
-    let pw = pwdir.path().join("passwd");
-    std::fs::write(&pw, vnc_password_file("ws-pass")).unwrap();
-    let mut d = Desktop::start(&["-SecurityTypes", "VncAuth", "-PasswordFile", pw.to_str().unwrap()]);
+    let mut d = desktop_in(|dir| xvnc_support::password_args(dir, "ws-pass"));
     let (ws_port, wss_port) = (free_port(), free_port());
     websockify(&mut d, ws_port, None);
     let ws = Endpoint::WebSocket(WebSocketEndpoint {
@@ -389,7 +314,7 @@ async fn websocket_through_websockify_ws_and_wss() {
     });
     let c = check_screen(&ws, &opts(Some("ws-pass"), TlsSettings::default())).await;
     // full-screen updates span many websocket frames: a second capture after a change
-    run(Command::new("xsetroot").env("DISPLAY", format!(":{}", d.display)).args(["-solid", "#40ff20"]));
+    run(d.command("xsetroot").args(["-solid", "#40ff20"]));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let f = c.capture(Duration::from_secs(5)).await.unwrap();
@@ -411,7 +336,7 @@ async fn websocket_through_websockify_ws_and_wss() {
             tls,
         })
     };
-    run(Command::new("xsetroot").env("DISPLAY", format!(":{}", d.display)).args(["-solid", "#1280c4"]));
+    run(d.command("xsetroot").args(["-solid", "#1280c4"]));
     check_screen(&wss(ca(&pki)), &opts(Some("ws-pass"), TlsSettings::default())).await.close().await;
     let pinned = TlsSettings { fingerprint_sha256: Some(pki.fingerprint()), ..Default::default() };
     check_screen(&wss(pinned), &opts(Some("ws-pass"), TlsSettings::default())).await.close().await;
@@ -437,12 +362,12 @@ async fn websocket_through_websockify_ws_and_wss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x11vnc_with_password() {
     let _g = SERIAL.lock().await;
-    let mut d = Desktop::start(&["-SecurityTypes", "None"]);
-    let pwfile = d.dir.path().join("x11vnc.pass");
+    let mut d = desktop(&["-SecurityTypes", "None"]);
+    let pwfile = d.path("x11vnc.pass");
     run(Command::new("x11vnc").args(["-storepasswd", "x11-pass"]).arg(&pwfile));
     let port = free_port();
     let display = format!(":{}", d.display);
-    d.spawn_on(
+    d.spawn_listener(
         Command::new("x11vnc")
             .args(["-display", &display, "-rfbport", &port.to_string(), "-localhost", "-forever", "-shared"])
             .args(["-noxdamage", "-rfbauth"])

@@ -7,15 +7,15 @@
 //! tests take a process-wide lock so they run one at a time: the machine has
 //! two cores and the timing test must not compete with the others.
 
-use std::io::BufRead;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use smoke::frame::Frame;
-use smoke::rfb::{ConnectOptions, Encoding, Endpoint, RfbError, VncClient, vnc_password_file};
+use smoke::rfb::{ConnectOptions, Encoding, RfbError, VncClient};
+
+mod xvnc_support;
+
+use xvnc_support::Desktop;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -29,183 +29,11 @@ const H: u32 = 720;
 const XK_SHIFT_L: u32 = 0xffe1;
 const XK_RETURN: u32 = 0xff0d;
 
-/// A running Xvnc plus the X clients started on it; all killed on drop.
-struct Desktop {
-    xvnc: Child,
-    display: u32,
-    port: u16,
-    dir: tempfile::TempDir,
-    apps: Vec<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn terminate(child: &mut Child) {
-    // SIGTERM first so Xvnc removes its lock file and socket; then SIGKILL.
-    if let Ok(pid) = i32::try_from(child.id()) {
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-impl Drop for Desktop {
-    fn drop(&mut self) {
-        for app in &mut self.apps {
-            terminate(app);
-        }
-        terminate(&mut self.xvnc);
-    }
-}
-
-impl Desktop {
-    /// Start Xvnc; `password` selects VncAuth with a password file written by
-    /// `vnc_password_file`, otherwise security None.
-    fn start(password: Option<&str>) -> Desktop {
-        for _attempt in 0..5 {
-            let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
-            let (reader, writer) = std::io::pipe().unwrap();
-            let fd = writer.as_raw_fd();
-            let log = std::fs::File::create(dir.path().join("xvnc.log")).unwrap();
-            let mut cmd = Command::new("Xvnc");
-            cmd.args(["-displayfd", &fd.to_string(), "-rfbport", &port.to_string()])
-                .args(["-localhost", "-geometry", "1280x720", "-depth", "24", "-AlwaysShared"])
-                .args(["-nolisten", "tcp", "-BlacklistThreshold", "1000000", "-desktop", "smoke rfb test"])
-                .arg("-rfbunixpath")
-                .arg(dir.path().join("rfb.sock"));
-            match password {
-                Some(pw) => {
-                    let file = dir.path().join("passwd");
-                    std::fs::write(&file, vnc_password_file(pw)).unwrap();
-                    cmd.args(["-SecurityTypes", "VncAuth", "-PasswordFile"]).arg(&file);
-                }
-                None => {
-                    cmd.args(["-SecurityTypes", "None"]);
-                }
-            }
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-            // Let the child inherit the pipe's write end (std sets CLOEXEC).
-            unsafe {
-                cmd.pre_exec(move || {
-                    let flags = libc::fcntl(fd, libc::F_GETFD);
-                    if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-            let xvnc = cmd.spawn().expect("Xvnc (tigervnc-standalone-server) must be installed");
-            drop(writer);
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = std::io::BufReader::new(reader).read_line(&mut line);
-                let _ = tx.send(line);
-            });
-            let mut desktop = Desktop { xvnc, display: 0, port, dir, apps: Vec::new() };
-            match rx.recv_timeout(Duration::from_secs(15)).map(|l| l.trim().parse::<u32>()) {
-                Ok(Ok(display)) => {
-                    desktop.display = display;
-                    return desktop;
-                }
-                _ => {
-                    let log = std::fs::read_to_string(desktop.dir.path().join("xvnc.log")).unwrap_or_default();
-                    eprintln!("Xvnc did not start (retrying): {}", log.lines().last().unwrap_or(""));
-                    drop(desktop);
-                }
-            }
-        }
-        panic!("Xvnc failed to start five times");
-    }
-
-    fn endpoint(&self) -> Endpoint {
-        Endpoint::tcp("127.0.0.1", self.port)
-    }
-
-    fn unix_endpoint(&self) -> Endpoint {
-        Endpoint::Unix(self.dir.path().join("rfb.sock"))
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env("DISPLAY", format!(":{}", self.display)).stdin(Stdio::null());
-        cmd
-    }
-
-    /// Start an X client that lives until the desktop is dropped.
-    fn spawn(&mut self, program: &str, args: &[&str]) {
-        let child = self
-            .command(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
-        self.apps.push(child);
-    }
-
-    /// Run xdotool to completion and return its stdout.
-    fn xdotool(&self, args: &[&str]) -> String {
-        let out = self.command("xdotool").args(args).output().expect("xdotool must be installed");
-        assert!(out.status.success(), "xdotool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Start an xterm titled `title` at `geometry` running `script`; its window id.
-    fn xterm(&mut self, title: &str, geometry: &str, colours: (&str, &str), script: &str) -> String {
-        self.spawn(
-            "xterm",
-            &[
-                "-T",
-                title,
-                "-fa",
-                "Monospace",
-                "-fs",
-                "14",
-                "-geometry",
-                geometry,
-                "-bg",
-                colours.0,
-                "-fg",
-                colours.1,
-                "-e",
-                "sh",
-                "-c",
-                script,
-            ],
-        );
-        self.xdotool(&["search", "--sync", "--onlyvisible", "--name", &format!("^{title}$")])
-            .lines()
-            .next()
-            .unwrap()
-            .to_string()
-    }
-
-    /// Window position and size from xdotool.
-    fn geometry(&self, window: &str) -> (u32, u32, u32, u32) {
-        let out = self.xdotool(&["getwindowgeometry", "--shell", window]);
-        let field = |name: &str| -> u32 {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("{name} missing in {out}"))
-        };
-        (field("X"), field("Y"), field("WIDTH"), field("HEIGHT"))
+/// A running Xvnc (security None, or VncAuth with `password`).
+fn start_desktop(password: Option<&str>) -> Desktop {
+    match password {
+        Some(p) => Desktop::start_with_password(p),
+        None => Desktop::start(),
     }
 }
 
@@ -261,10 +89,15 @@ async fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
 
 /// A desktop with real content: coloured text in two xterms and galculator.
 fn busy_desktop() -> Desktop {
-    let mut d = Desktop::start(None);
+    let mut d = start_desktop(None);
     let text = r#"printf '\033[31mred \033[32mgreen \033[34mblue \033[1;33mbold yellow \033[45;37m magenta bg \033[0m\n'; ls -la /usr/bin | head -30; printf '\033[?25l'; sleep 100000"#;
-    d.xterm("colours", "90x30+10+10", ("#102030", "#e0e0e0"), text);
-    d.xterm("second", "50x12+820+420", ("#c03070", "#ffffff"), "echo second window; printf '\\033[?25l'; sleep 100000");
+    d.xterm_coloured("colours", "90x30+10+10", ("#102030", "#e0e0e0"), text);
+    d.xterm_coloured(
+        "second",
+        "50x12+820+420",
+        ("#c03070", "#ffffff"),
+        "echo second window; printf '\\033[?25l'; sleep 100000",
+    );
     d.spawn("galculator", &[]);
     d
 }
@@ -282,9 +115,9 @@ async fn wait_for_galculator(d: &Desktop) {
 #[tokio::test]
 async fn connect_with_security_none_over_tcp_and_unix_socket() {
     let _serial = serial().await;
-    let desktop = Desktop::start(None);
+    let desktop = start_desktop(None);
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw]).await;
-    assert_eq!(client.desktop_name(), "smoke rfb test");
+    assert_eq!(client.desktop_name(), "smoke test", "the -desktop name of tests/xvnc_support");
     assert_eq!(client.size(), (W, H));
     let frame = client.capture(CAPTURE_TIMEOUT).await.unwrap();
     assert_eq!((frame.width(), frame.height()), (W, H));
@@ -299,7 +132,7 @@ async fn connect_with_security_none_over_tcp_and_unix_socket() {
 #[tokio::test]
 async fn vnc_auth_with_right_wrong_and_missing_password() {
     let _serial = serial().await;
-    let desktop = Desktop::start(Some("s3cr3t!x"));
+    let desktop = start_desktop(Some("s3cr3t!x"));
     // Several failures in a row must not lock us out (BlacklistThreshold).
     for _ in 0..6 {
         let err = VncClient::connect(&desktop.endpoint(), &options(&[Encoding::Raw], Some("wrong"))).await.unwrap_err();
@@ -384,12 +217,13 @@ async fn raw_zrle_hextile_tight_and_copyrect_decode_bit_identical_frames() {
 #[tokio::test]
 async fn capture_reflects_a_change_made_just_before_it() {
     let _serial = serial().await;
-    let mut desktop = Desktop::start(None);
+    let mut desktop = start_desktop(None);
     // A clock ticking every 10 ms in the bottom band keeps updates in flight,
     // so a capture that returned "the next update" would show the moving
     // window where it was before.
-    desktop.xterm("ticker", "60x2+0+650", ("#000000", "#00ff00"), "while :; do date +%T.%N; sleep 0.01; done");
-    let window = desktop.xterm("mover", "20x5+100+100", ("#ff0000", "#ff0000"), "printf '\\033[?25l'; sleep 100000");
+    desktop.xterm_coloured("ticker", "60x2+0+650", ("#000000", "#00ff00"), "while :; do date +%T.%N; sleep 0.01; done");
+    let window =
+        desktop.xterm_coloured("mover", "20x5+100+100", ("#ff0000", "#ff0000"), "printf '\\033[?25l'; sleep 100000");
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::CopyRect, Encoding::Raw]).await;
     let (x0, y0, ww, wh) = desktop.geometry(&window);
     // Mapped is not painted yet: wait until the window shows at its place.
@@ -476,10 +310,10 @@ async fn read_file_when_written(path: &Path) -> String {
 #[tokio::test]
 async fn typed_keysyms_reach_an_xterm_exactly() {
     let _serial = serial().await;
-    let mut desktop = Desktop::start(None);
+    let mut desktop = start_desktop(None);
     let out = desktop.path("typed.txt");
     let script = format!("IFS= read -r line; printf '%s\\n' \"$line\" > '{}'", out.display());
-    let window = desktop.xterm("typing", "80x5+0+0", ("#000000", "#ffffff"), &script);
+    let window = desktop.xterm_coloured("typing", "80x5+0+0", ("#000000", "#ffffff"), &script);
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::Raw]).await;
     // No window manager: keyboard focus follows the pointer (PointerRoot).
     let (x, y, w, h) = desktop.geometry(&window);
@@ -496,7 +330,7 @@ async fn typed_keysyms_reach_an_xterm_exactly() {
 #[tokio::test]
 async fn pointer_moves_and_clicks_focus_windows() {
     let _serial = serial().await;
-    let mut desktop = Desktop::start(None);
+    let mut desktop = start_desktop(None);
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::Raw]).await;
     for (x, y) in [(0u32, 0u32), (1279, 719), (640, 360), (17, 703)] {
         client.pointer(x as u16, y as u16, 0).await.unwrap();
@@ -519,7 +353,7 @@ async fn pointer_moves_and_clicks_focus_windows() {
     for (name, geometry) in [("left", "30x6+60+80"), ("right", "30x6+700+80")] {
         let out = desktop.path(&format!("{name}.txt"));
         let script = format!("IFS= read -r line; printf '%s\\n' \"$line\" > '{}'", out.display());
-        let id = desktop.xterm(name, geometry, ("#202020", "#ffffff"), &script);
+        let id = desktop.xterm_coloured(name, geometry, ("#202020", "#ffffff"), &script);
         windows.push((name, id, out));
     }
     for (name, id, out) in &windows {
@@ -580,7 +414,7 @@ async fn warm_capture_time_at_1280x720() {
 #[tokio::test]
 async fn server_exit_is_reported_as_disconnected() {
     let _serial = serial().await;
-    let desktop = Desktop::start(None);
+    let desktop = start_desktop(None);
     let client = connect(&desktop, &[Encoding::Zrle, Encoding::Raw]).await;
     client.capture(CAPTURE_TIMEOUT).await.unwrap();
     let mut updates = client.updates();
@@ -598,8 +432,13 @@ async fn server_exit_is_reported_as_disconnected() {
 #[tokio::test]
 async fn the_desktop_resized_mid_session() {
     let _serial = serial().await;
-    let mut desktop = Desktop::start(None);
-    desktop.xterm("resize", "60x10+20+20", ("#203040", "#ffffff"), "echo resize me; printf '\\033[?25l'; sleep 100000");
+    let mut desktop = start_desktop(None);
+    desktop.xterm_coloured(
+        "resize",
+        "60x10+20+20",
+        ("#203040", "#ffffff"),
+        "echo resize me; printf '\\033[?25l'; sleep 100000",
+    );
     let pseudo = [Encoding::ExtendedDesktopSize, Encoding::DesktopSize, Encoding::LastRect, Encoding::Cursor];
     let encodings: Vec<Encoding> = [Encoding::Tight, Encoding::Raw].into_iter().chain(pseudo).collect();
     let client = connect(&desktop, &encodings).await;

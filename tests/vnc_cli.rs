@@ -2,12 +2,12 @@
 //! Xvnc: what arrived is read back from files the apps write, xev logs and
 //! xdotool.
 
-mod input_support;
+mod xvnc_support;
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use input_support::{Desktop, poll, read_lines};
+use xvnc_support::{Desktop, poll, read_lines};
 
 fn smoke() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_smoke"));
@@ -163,7 +163,7 @@ fn bad_arguments_exit_2_with_the_reason() {
         assert!(text(&o).contains(want), "{args:?}: {}", text(&o));
     }
     // nobody listening: an infrastructure error
-    let port = input_support::free_port();
+    let port = xvnc_support::free_port();
     let o = vnc(&["capture", &format!("127.0.0.1:{port}"), "x.png", "--timeout", "2s"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
 }

@@ -4,15 +4,15 @@
 //! confirmation. What arrived is read back from files the apps write or from
 //! xdotool, never from the screen.
 
-mod input_support;
+mod xvnc_support;
 
 use std::time::Duration;
 
-use input_support::{Desktop, poll, printable_ascii, read_lines};
 use smoke::events::EventLog;
 use smoke::input::Layout;
 use smoke::rfb::{ConnectOptions, VncClient};
 use smoke::runner::screen::{Screen, TypeOptions};
+use xvnc_support::{Desktop, poll, printable_ascii, read_lines};
 
 /// Xvnc tests run one at a time (the machine has two cores).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -4,12 +4,12 @@
 //! carry on within their time limits; without a server they fail as
 //! disconnected once the limit is spent.
 
-mod input_support;
+mod xvnc_support;
 
 use std::time::{Duration, Instant};
 
-use input_support::{Desktop, poll, read_lines};
 use smoke::rfb::{ConnectOptions, RfbError, VncClient};
+use xvnc_support::{Desktop, poll, read_lines};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -65,7 +65,7 @@ async fn a_restarted_server_is_reconnected_and_a_gone_one_is_an_error_after_the_
     assert_eq!(read_lines(&file, 1, Duration::from_secs(5)), "ok\n");
 
     // the server gone for good: a disconnection error once the budget is spent
-    input_support::terminate(&mut desktop.xvnc);
+    xvnc_support::terminate(&mut desktop.xvnc);
     let started = Instant::now();
     let err = client.capture(Duration::from_secs(2)).await.unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(1900), "{:?}", started.elapsed());
@@ -120,7 +120,7 @@ fn a_run_survives_a_server_restart_and_reports_a_dead_server_as_infrastructure()
     let results = tempfile::tempdir().unwrap();
     let child = run(results.path());
     std::thread::sleep(Duration::from_millis(1000));
-    input_support::terminate(&mut desktop.xvnc);
+    xvnc_support::terminate(&mut desktop.xvnc);
     let out = child.wait_with_output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(3), "{text}");

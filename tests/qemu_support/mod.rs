@@ -54,11 +54,13 @@ fn free_display() -> u16 {
     panic!("no free VNC display between :60 and :249");
 }
 
-/// A running QEMU guest.
+/// A running QEMU guest: VNC on a loopback port and on a Unix socket.
 pub struct Guest {
     qemu: Child,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// When QEMU was started (after the guest was built).
+    pub started: Instant,
 }
 
 impl Drop for Guest {
@@ -115,6 +117,8 @@ impl Guest {
             .arg(&initrd_path)
             .args(["-append", "console=ttyS0 console=tty0 quiet loglevel=3"])
             .args(["-vnc", &format!("127.0.0.1:{display}")])
+            .arg("-vnc")
+            .arg(format!("unix:{}", dir.path().join("vnc.sock").display()))
             .arg("-serial")
             .arg(format!("file:{}", dir.path().join("serial.log").display()))
             .stdin(Stdio::null())
@@ -122,11 +126,37 @@ impl Guest {
             .stderr(std::fs::File::create(dir.path().join("qemu.err")).unwrap())
             .process_group(0);
         let qemu = cmd.spawn().expect("start qemu-system-x86_64");
-        Guest { qemu, dir, port: 5900 + display }
+        Guest { qemu, dir, port: 5900 + display, started: Instant::now() }
     }
 
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::tcp("127.0.0.1", self.port)
+    }
+
+    pub fn unix(&self) -> Endpoint {
+        Endpoint::Unix(self.dir.path().join("vnc.sock"))
+    }
+
+    /// Connect once QEMU listens (it opens its sockets right after start).
+    /// The display changes size while the guest boots (firmware, then the
+    /// 720x400 text console): every client takes DesktopSize.
+    pub async fn connect(&mut self, endpoint: &Endpoint, encodings: &[Encoding]) -> VncClient {
+        let mut encodings = encodings.to_vec();
+        encodings.push(Encoding::DesktopSize);
+        let opts = ConnectOptions { password: None, timeout: Duration::from_secs(10), encodings, ..Default::default() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match VncClient::connect(endpoint, &opts).await {
+                Ok(c) => return c,
+                Err(e) => {
+                    if let Ok(Some(status)) = self.qemu.try_wait() {
+                        panic!("QEMU exited ({status}): {}", self.stderr());
+                    }
+                    assert!(Instant::now() < deadline, "connect to {endpoint}: {e}; QEMU says: {}", self.stderr());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
     }
 
     pub fn serial(&self) -> String {
@@ -156,25 +186,7 @@ impl Guest {
     /// takes scancodes.
     pub async fn ready_client(&mut self) -> VncClient {
         self.wait_serial("SMOKE-GUEST-READY", BOOT_LIMIT).await;
-        let opts = ConnectOptions {
-            password: None,
-            timeout: Duration::from_secs(10),
-            encodings: vec![Encoding::Raw, QEMU_EXTENDED_KEY_EVENT, Encoding::DesktopSize],
-            ..Default::default()
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            match VncClient::connect(&self.endpoint(), &opts).await {
-                Ok(c) => break c,
-                Err(e) => {
-                    if let Ok(Some(status)) = self.qemu.try_wait() {
-                        panic!("QEMU exited ({status}): {}", self.stderr());
-                    }
-                    assert!(Instant::now() < deadline, "connect: {e}; QEMU says: {}", self.stderr());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
+        let client = self.connect(&self.endpoint(), &[Encoding::Raw, QEMU_EXTENDED_KEY_EVENT]).await;
         client.capture(Duration::from_secs(10)).await.unwrap();
         assert!(client.takes_scancodes(), "QEMU did not acknowledge the QEMU Extended Key Event pseudo-encoding");
         client

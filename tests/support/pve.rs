@@ -637,8 +637,9 @@ fn vnc_ticket(s: &State, user: &str, vmid: u32, port: u16) -> String {
 
 fn verify_vnc_ticket(s: &State, ticket: &str, user: &str, vmid: u32, port: u16) -> bool {
     // "password:PVEVNC:..." is accepted like verify_vnc_ticket does
-    let t = match ticket.split_once(':') {
-        Some((pw, rest)) if pw.len() == 8 && rest.starts_with("PVEVNC:") => rest,
+    // (the 8-character password may itself contain ':')
+    let t = match (ticket.get(..8), ticket.get(8..)) {
+        (Some(_), Some(rest)) if rest.starts_with(":PVEVNC:") => &rest[1..],
         _ => ticket,
     };
     let Some((plain, sig)) = t.split_once("::") else { return false };

@@ -1,6 +1,9 @@
-//! A throw-away Xvnc desktop for the input tests: Xvnc on a free TCP port and
-//! display (`-displayfd`), X clients started on it (xterm, openbox), xdotool
-//! to read back what happened. Everything is killed on drop, also on panic.
+//! A throw-away TigerVNC Xvnc desktop for the tests that need a real VNC
+//! server: Xvnc on a free TCP port and display (`-displayfd`), a Unix socket
+//! beside it, optional security arguments (VNC password, VeNCrypt with
+//! certificates), X clients started on it (xterm, openbox, xsetroot),
+//! xdotool to read back what happened. Everything is killed on drop, also on
+//! panic.
 
 #![allow(dead_code)]
 
@@ -54,6 +57,8 @@ impl Drop for Desktop {
 }
 
 /// Start Xvnc with `-displayfd`; returns it and its display number.
+/// `extra` arguments come last; without `-geometry` or `-SecurityTypes` of
+/// their own the screen is 1280x720 and security None.
 fn spawn_xvnc(dir: &Path, port: u16, display: Option<u32>, extra: &[String]) -> Option<(Child, u32)> {
     let (reader, writer) = std::io::pipe().unwrap();
     let fd = writer.as_raw_fd();
@@ -62,13 +67,17 @@ fn spawn_xvnc(dir: &Path, port: u16, display: Option<u32>, extra: &[String]) -> 
     if let Some(d) = display {
         cmd.arg(format!(":{d}"));
     }
+    let has = |arg: &str| extra.iter().any(|a| a == arg);
     cmd.args(["-displayfd", &fd.to_string(), "-rfbport", &port.to_string()])
-        .args(["-localhost", "-geometry", "1280x720", "-depth", "24", "-AlwaysShared"])
-        .args(["-nolisten", "tcp", "-BlacklistThreshold", "1000000", "-desktop", "smoke input test"])
-        .args(["-SecurityTypes", "None"])
-        .args(extra)
-        .arg("-rfbunixpath")
-        .arg(dir.join("rfb.sock"));
+        .args(["-localhost", "-depth", "24", "-AlwaysShared"])
+        .args(["-nolisten", "tcp", "-BlacklistThreshold", "1000000", "-desktop", "smoke test"]);
+    if !has("-geometry") {
+        cmd.args(["-geometry", "1280x720"]);
+    }
+    if !has("-SecurityTypes") {
+        cmd.args(["-SecurityTypes", "None"]);
+    }
+    cmd.args(extra).arg("-rfbunixpath").arg(dir.join("rfb.sock"));
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
     unsafe {
         cmd.pre_exec(move || {
@@ -108,15 +117,51 @@ impl Desktop {
     }
 
     pub fn start_with(extra: &[&str]) -> Desktop {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Desktop::start_in(|_| extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Security VncAuth with `password` (a TigerVNC password file in the
+    /// desktop's folder).
+    pub fn start_with_password(password: &str) -> Desktop {
+        Desktop::start_in(|dir| password_args(dir, password))
+    }
+
+    /// Xvnc with the arguments `extra` returns for the desktop's folder (it
+    /// may write files there first).
+    pub fn start_in(extra: impl Fn(&Path) -> Vec<String>) -> Desktop {
+        let mut last_log = String::new();
         for _ in 0..5 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
+            let extra = extra(dir.path());
             if let Some((xvnc, display)) = spawn_xvnc(dir.path(), port, None, &extra) {
                 return Desktop { xvnc, display, port, dir, apps: Vec::new(), extra };
             }
+            last_log = std::fs::read_to_string(dir.path().join("xvnc.log")).unwrap_or_default();
         }
-        panic!("Xvnc failed to start five times");
+        panic!("Xvnc failed to start five times: {last_log}");
+    }
+
+    /// Xvnc's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("xvnc.log")).unwrap_or_default()
+    }
+
+    /// The Unix socket Xvnc also serves RFB on.
+    pub fn unix_endpoint(&self) -> smoke::rfb::Endpoint {
+        smoke::rfb::Endpoint::Unix(self.path("rfb.sock"))
+    }
+
+    /// Start a helper process (socat, websockify, x11vnc) that lives until
+    /// the desktop is dropped, and wait until it listens on `port`.
+    pub fn spawn_listener(&mut self, cmd: &mut Command, port: u16) {
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.apps.push(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "{cmd:?} did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kill Xvnc (its X clients die with it) and start a new one on the same
@@ -199,10 +244,19 @@ impl Desktop {
 
     /// An xterm titled `title` at `geometry` running `script`; its window id.
     pub fn xterm(&mut self, title: &str, geometry: &str, script: &str) -> String {
-        self.spawn(
-            "xterm",
-            &["-T", title, "-fa", "Monospace", "-fs", "14", "-geometry", geometry, "-e", "sh", "-c", script],
-        );
+        self.xterm_with(title, geometry, &[], script)
+    }
+
+    /// An xterm with (background, foreground) colours.
+    pub fn xterm_coloured(&mut self, title: &str, geometry: &str, colours: (&str, &str), script: &str) -> String {
+        self.xterm_with(title, geometry, &["-bg", colours.0, "-fg", colours.1], script)
+    }
+
+    fn xterm_with(&mut self, title: &str, geometry: &str, options: &[&str], script: &str) -> String {
+        let mut args = vec!["-T", title, "-fa", "Monospace", "-fs", "14", "-geometry", geometry];
+        args.extend_from_slice(options);
+        args.extend_from_slice(&["-e", "sh", "-c", script]);
+        self.spawn("xterm", &args);
         self.xdotool(&["search", "--sync", "--onlyvisible", "--name", &format!("^{title}$")])
             .lines()
             .next()
@@ -236,6 +290,14 @@ impl Desktop {
         };
         (field("X"), field("Y"))
     }
+}
+
+/// Xvnc arguments for VncAuth with `password`, whose TigerVNC password file
+/// is written into `dir`.
+pub fn password_args(dir: &Path, password: &str) -> Vec<String> {
+    let file = dir.join("passwd");
+    std::fs::write(&file, smoke::rfb::vnc_password_file(password)).unwrap();
+    vec!["-SecurityTypes".into(), "VncAuth".into(), "-PasswordFile".into(), file.display().to_string()]
 }
 
 /// Poll `f` until it returns Some, for up to `limit`.
