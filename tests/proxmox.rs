@@ -449,18 +449,40 @@ fn pve_project(server: &PveServer) -> tempfile::TempDir {
 
 /// `smoke run --os pve-target` of `scenario` in `project`: (output, run folder).
 async fn smoke_run(project: &std::path::Path, scenario: &str) -> (std::process::Output, std::path::PathBuf) {
+    let (out, run) = smoke_run_locked(project, scenario, &[], None).await;
+    (out, run.unwrap_or_default())
+}
+
+/// The same with more arguments and `SMOKE_LOCK_DIR`; the run folder when
+/// one was made.
+async fn smoke_run_locked(
+    project: &std::path::Path,
+    scenario: &str,
+    extra: &[&str],
+    lock_dir: Option<&std::path::Path>,
+) -> (std::process::Output, Option<std::path::PathBuf>) {
     std::fs::write(project.join("scenario.yaml"), scenario).unwrap();
-    let results = project.join("results");
-    let cwd = project.to_path_buf();
+    let results = tempfile::tempdir_in(project).unwrap().keep();
+    let mut cmd = support::smoke();
+    cmd.current_dir(project)
+        .args(["run", "scenario.yaml", "--os", "pve-target", "--results"])
+        .arg(&results)
+        .args(extra);
+    if let Some(dir) = lock_dir {
+        cmd.env("SMOKE_LOCK_DIR", dir);
+    }
     let t = Instant::now();
-    let (out, run) = tokio::task::spawn_blocking(move || {
+    let out = tokio::task::spawn_blocking(move || {
         let _one = support::lock();
-        support::run(&cwd, "scenario.yaml", &results, &["--os", "pve-target"])
+        cmd.output().expect("run smoke")
     })
     .await
     .unwrap();
     eprintln!("smoke run --os pve-target: {:?}", t.elapsed());
-    let run = run.unwrap_or_else(|| panic!("no run folder: {}", support::text(&out)));
+    let run = support::run_dir(&results);
+    if lock_dir.is_none() {
+        assert!(run.is_some(), "no run folder: {}", support::text(&out));
+    }
     (out, run)
 }
 
@@ -531,4 +553,40 @@ steps:
     assert!(proxies >= 3 && n.websocket_upgrades >= 3, "probe, run and the reconnect each need a proxy: {n:?}");
     assert!(!server.is_running(100), "the VM smoke started is stopped at the end");
     assert_no_token(&server, &run);
+}
+
+/// A VM whose config passes a PCI device through (`hostpci0`): the device is
+/// locked (node and address) before the VM starts, and a run finding it
+/// busy waits, then fails naming the holder without starting the VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passed_through_gpu_is_locked_before_the_vm_starts() {
+    use smoke::vm::lock::{LockDir, LockKey, Purpose, acquire_all};
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[("hostpci0", "01:00.0,pcie=1,x-vga=1")]);
+    let project = pve_project(&server);
+    let locks = project.path().join("locks");
+    let scenario = "name: gpu\nsteps:\n  - wait_for: {ocr: SMOKE-GUEST-READY}\n    timeout: 60s\n";
+    let gpu = LockKey::gpu(format!("127.0.0.1/{}", server.node()), "0000:01:00.0");
+    let purpose = Purpose { what: "another GPU job".into(), run: None };
+    let held =
+        acquire_all(&LockDir::new(&locks), std::slice::from_ref(&gpu), &purpose, Duration::from_secs(1)).await.unwrap();
+    let (out, _) = smoke_run_locked(project.path(), scenario, &["--lock-timeout", "2s"], Some(&locks)).await;
+    let text = support::text(&out);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("gpu 0000:01:00.0 on 127.0.0.1/") && text.contains("another GPU job"), "{text}");
+    assert!(!server.is_running(100), "the VM was started while its GPU was busy");
+    drop(held);
+
+    let (out, run) = smoke_run_locked(project.path(), scenario, &[], Some(&locks)).await;
+    assert_eq!(out.status.code(), Some(0), "{}", support::text(&out));
+    let resources: Vec<String> = support::events(&run.unwrap())
+        .iter()
+        .filter_map(|r| match &r.event {
+            smoke::events::Event::Lock { resource, .. } => Some(resource.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    assert!(resources[0].starts_with("vm proxmox:") && resources[1] == gpu.to_string(), "{resources:?}");
 }

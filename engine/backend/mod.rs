@@ -174,8 +174,24 @@ impl Machine {
             }
             Backend::Proxmox(settings) => {
                 let mut vm = crate::vm::proxmox::ProxmoxVm::new(&target.name, settings.clone(), ctx.secrets.clone());
-                let locks = vm_locks(crate::vm::lock::keys_for(&vm), ctx).await?;
-                let access = vm.start_for_run().await?;
+                let mut locks = vm_locks(crate::vm::lock::keys_for(&vm), ctx).await?;
+                if let Err(e) = crate::vm::VmBackend::prepare(&mut vm).await {
+                    vm.teardown_after_failure().await;
+                    return Err(e.into());
+                }
+                // the config names the devices passed through: they are locked before the VM starts
+                let gpus: Vec<_> = crate::vm::lock::keys_for(&vm)
+                    .into_iter()
+                    .filter(|k| matches!(k, crate::vm::lock::LockKey::Gpu { .. }))
+                    .collect();
+                match vm_locks(gpus, ctx).await {
+                    Ok(more) => locks.extend(more),
+                    Err(e) => {
+                        vm.teardown_after_failure().await;
+                        return Err(e);
+                    }
+                }
+                let access = vm.start_prepared().await?;
                 (Display::Vm(Box::new(std::sync::Mutex::new(Box::new(vm))), access), locks)
             }
             Backend::Qemu(settings) => {

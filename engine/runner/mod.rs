@@ -1199,6 +1199,10 @@ impl<'a> Runner<'a> {
         let mut polls = 0u32;
         let mut last: Option<(Frame, Vec<Evaluation>)> = None;
         loop {
+            // when this frame was taken: the last look at the screen is at or
+            // after the budget's end, however long a look takes (OCR on a
+            // loaded machine can outlast a short budget)
+            let taken = start.elapsed();
             let frame = self.screen.capture().await?;
             // an unchanged screen gives the same answers: don't re-run OCR on it
             let same = last.as_ref().is_some_and(|(f, _)| *f == frame);
@@ -1219,7 +1223,7 @@ impl<'a> Runner<'a> {
             }
             polls += 1;
             let all = last.as_ref().is_some_and(|(_, ev)| ev.iter().all(|e| e.passed));
-            if all || start.elapsed() >= budget {
+            if all || taken >= budget {
                 let (frame, evals) = last.take().unwrap_or_else(|| (Frame::new(1, 1), Vec::new()));
                 self.report_checks(n, expects, &evals, &frame, polls, start.elapsed(), what);
                 return Ok((all, frame));

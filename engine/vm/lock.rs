@@ -378,7 +378,7 @@ impl LockSettings {
 /// ([`acquire_all`]) before anything changes the VM; hold them until it is torn down.
 pub fn keys_for(vm: &dyn crate::vm::VmBackend) -> Vec<LockKey> {
     let mut keys = vec![LockKey::vm(vm.lock_key())];
-    if let Some(g) = vm.gpu() {
+    for g in vm.gpus() {
         keys.push(LockKey::gpu(g.host, g.pci));
     }
     keys

@@ -60,6 +60,24 @@ pub enum VmError {
     Qmp(#[from] qmp::QmpError),
 }
 
+/// A PCI address as `DOMAIN:BUS:DEVICE[.FUNCTION]`: QEMU's `vfio-pci
+/// host=` and PVE's `hostpci` take `01:00.0` (domain 0000 implied) and PVE
+/// `01:00` (every function); lower case, with the domain, so that one device
+/// has one lock whichever way it was written.
+pub fn normalize_pci(address: &str) -> String {
+    let a = address.trim().to_ascii_lowercase();
+    if a.matches(':').count() >= 2 { a } else { format!("0000:{a}") }
+}
+
+/// The name of this machine, for locks on its devices.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// A GPU passed through to a VM, for locking it across runs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct GpuRef {
@@ -181,9 +199,10 @@ pub trait VmBackend: Send {
     /// What two runs must not use at once, e.g. `qemu:<abs disk path>`,
     /// `proxmox:<host>:<node>:<vmid>`.
     fn lock_key(&self) -> String;
-    /// The GPU passed through, when there is one (it is locked too).
-    fn gpu(&self) -> Option<GpuRef> {
-        None
+    /// The PCI devices (GPUs) passed through to the VM; each is locked
+    /// too. Known after `prepare` for backends that read the VM's config.
+    fn gpus(&self) -> Vec<GpuRef> {
+        Vec::new()
     }
     fn capabilities(&self) -> Capabilities;
     /// Check that everything needed is there and make per-instance files
@@ -230,6 +249,13 @@ pub trait VmBackend: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pci_addresses_are_normalized() {
+        assert_eq!(normalize_pci("01:00.0"), "0000:01:00.0");
+        assert_eq!(normalize_pci("0000:0A:00.1"), "0000:0a:00.1");
+        assert_eq!(normalize_pci(" 01:00 "), "0000:01:00");
+    }
 
     #[test]
     fn capability_names_in_order() {

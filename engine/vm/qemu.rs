@@ -173,9 +173,28 @@ impl QemuSettings {
             screendump: true,
             serial: true,
             linked_clone: false,
-            gpu: false,
+            gpu: !self.passthrough().is_empty(),
             ssh: self.ssh_forward,
         }
+    }
+
+    /// The host PCI devices `extra_args` pass through (`-device
+    /// vfio-pci,host=ADDR,...`), normalized.
+    pub fn passthrough(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for pair in self.extra_args.windows(2) {
+            if pair[0] != "-device" {
+                continue;
+            }
+            let mut props = pair[1].split(',');
+            if props.next() != Some("vfio-pci") {
+                continue;
+            }
+            if let Some(host) = props.find_map(|p| p.strip_prefix("host=")) {
+                out.push(crate::vm::normalize_pci(host));
+            }
+        }
+        out
     }
 }
 
@@ -600,6 +619,11 @@ impl VmBackend for QemuVm {
 
     fn capabilities(&self) -> Capabilities {
         self.settings.capabilities()
+    }
+
+    fn gpus(&self) -> Vec<crate::vm::GpuRef> {
+        let host = crate::vm::this_host();
+        self.settings.passthrough().into_iter().map(|pci| crate::vm::GpuRef { host: host.clone(), pci }).collect()
     }
 
     fn prepare(&mut self) -> VmFuture<'_, Vec<String>> {
@@ -1067,6 +1091,22 @@ mod tests {
         for bad in ["", "a b", "x;quit", "a\nquit"] {
             assert!(check_snapshot_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn vfio_devices_in_extra_args_are_the_gpus() {
+        let s = QemuSettings {
+            extra_args: ["-device", "vfio-pci,host=01:00.0,multifunction=on", "-device", "virtio-rng-pci", "-device"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(s.passthrough(), vec!["0000:01:00.0"]);
+        assert!(s.capabilities().gpu);
+        let vm = QemuVm::new("g", s, Path::new("/tmp"));
+        let keys = crate::vm::lock::keys_for(&vm);
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert!(!QemuSettings::default().capabilities().gpu);
     }
 
     #[test]

@@ -204,7 +204,56 @@ pub async fn next_id(c: &PveClient) -> Result<u32, PveError> {
         .map_err(|_| PveError::Decode { what: "GET /cluster/nextid".into(), detail: format!("not a VMID: {d}") })
 }
 
+/// The host PCI devices a config passes through (`hostpciN`), in key order:
+/// `host=` or the first value, each of its `;`-separated ids normalized
+/// (`01:00` -> `0000:01:00`); a cluster resource mapping (`mapping=NAME`)
+/// as `mapping:NAME`, since the node resolves it to a device only at start.
+pub fn passthrough(config: &BTreeMap<String, String>) -> Vec<String> {
+    let mut keys: Vec<(u32, &String)> = config
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("hostpci").and_then(|n| n.parse().ok()).map(|n: u32| (n, v)))
+        .collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for (_, value) in keys {
+        let props: Vec<&str> = value.split(',').collect();
+        if let Some(m) = props.iter().find_map(|p| p.strip_prefix("mapping=")) {
+            out.push(format!("mapping:{m}"));
+            continue;
+        }
+        let host = props
+            .iter()
+            .find_map(|p| p.strip_prefix("host="))
+            .or_else(|| props.first().filter(|p| !p.contains('=')).copied());
+        for id in host.into_iter().flat_map(|h| h.split(';')).filter(|id| !id.is_empty()) {
+            out.push(crate::vm::normalize_pci(id));
+        }
+    }
+    out
+}
+
 /// Whether a config marks a template (`template: 1`).
 pub fn is_template(config: &BTreeMap<String, String>) -> bool {
     config.get("template").is_some_and(|v| v == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passed_through_devices_come_from_hostpci_keys() {
+        let config: BTreeMap<String, String> = [
+            ("hostpci1", "host=0000:02:00.0;0000:02:00.1,pcie=1"),
+            ("hostpci0", "01:00,x-vga=1,pcie=1"),
+            ("hostpci10", "mapping=gpu-a,pcie=1"),
+            ("vga", "std"),
+            ("net0", "virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr0"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(passthrough(&config), vec!["0000:01:00", "0000:02:00.0", "0000:02:00.1", "mapping:gpu-a"]);
+        assert!(passthrough(&BTreeMap::new()).is_empty());
+    }
 }

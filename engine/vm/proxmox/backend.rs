@@ -50,6 +50,8 @@ pub struct ProxmoxVm {
     vm: Option<VmRef>,
     /// A clone this backend made; deleted at teardown.
     made_clone: bool,
+    /// The PCI devices the VM's config passes through (read by `prepare`).
+    passthrough: Vec<String>,
     /// Whether this backend started the VM (teardown stops only those).
     started: bool,
     /// Overrides the client options (tests: ticket renewal, timeouts).
@@ -98,6 +100,7 @@ impl ProxmoxVm {
             client: None,
             vm: None,
             made_clone: false,
+            passthrough: Vec::new(),
             started: false,
             client_options: None,
         }
@@ -220,22 +223,34 @@ impl ProxmoxVm {
     /// probe (with one reset), and a fresh screen route to connect to within
     /// 10 s. On failure the VM is torn down before the error returns.
     pub async fn start_for_run(&mut self) -> Result<crate::backend::VncAccess, VmError> {
+        if let Err(e) = self.prepare().await {
+            self.teardown_after_failure().await;
+            return Err(e);
+        }
+        self.start_prepared().await
+    }
+
+    /// [`ProxmoxVm::start_for_run`] after `prepare` (warnings logged there):
+    /// start, health probe, a VNC access; torn down on failure.
+    pub async fn start_prepared(&mut self) -> Result<crate::backend::VncAccess, VmError> {
         let result = async {
-            for w in self.prepare().await? {
-                tracing::warn!("{w}");
-            }
             self.start().await?;
             self.ensure_healthy(Duration::from_secs(30)).await?;
             self.vnc_access().await
         }
         .await;
         if result.is_err() {
-            let report = self.teardown_now().await;
-            for s in report.steps.iter().chain(&report.errors) {
-                tracing::info!("teardown: {s}");
-            }
+            self.teardown_after_failure().await;
         }
         result
+    }
+
+    /// Undo what was done so far (a clone made, a VM started); logged.
+    pub async fn teardown_after_failure(&mut self) {
+        let report = self.teardown_now().await;
+        for s in report.steps.iter().chain(&report.errors) {
+            tracing::info!("teardown: {s}");
+        }
     }
 
     /// Probe; on failure reset the VM once and probe again.
@@ -365,7 +380,17 @@ impl VmBackend for ProxmoxVm {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { snapshots: true, linked_clone: true, ..Capabilities::default() }
+        Capabilities {
+            snapshots: true,
+            linked_clone: true,
+            gpu: !self.passthrough.is_empty(),
+            ..Capabilities::default()
+        }
+    }
+
+    fn gpus(&self) -> Vec<crate::vm::GpuRef> {
+        let host = format!("{}/{}", self.settings.host, self.settings.node);
+        self.passthrough.iter().map(|pci| crate::vm::GpuRef { host: host.clone(), pci: pci.clone() }).collect()
     }
 
     fn prepare(&mut self) -> VmFuture<'_, Vec<String>> {
@@ -386,6 +411,7 @@ impl VmBackend for ProxmoxVm {
                 )));
             }
             self.vm = Some(vm.clone());
+            self.passthrough = api::passthrough(&config);
             let warnings = preflight::warnings(vm.vmid, &config);
             for w in &warnings {
                 tracing::warn!("{w}");
