@@ -8,6 +8,7 @@ pub mod backend;
 pub mod console;
 pub mod doctor;
 pub mod events;
+pub mod fingerprint;
 pub mod frame;
 pub mod geometry;
 pub mod guest;

@@ -63,21 +63,7 @@ pub enum TlsMode<'a> {
     Anonymous,
 }
 
-/// Parse `AB:CD:...` or `abcd...` (64 hex digits) into 32 bytes.
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
-    let hex: String = text.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.as_bytes())
-        .map_err(|_| format!("fingerprint {text:?} is not hexadecimal"))?;
-    bytes
-        .try_into()
-        .map_err(|b: Vec<u8>| format!("fingerprint {text:?} has {} bytes; a SHA-256 fingerprint has 32", b.len()))
-}
-
-/// `AB:CD:...`, the way `openssl x509 -fingerprint -sha256` prints it.
-pub fn format_fingerprint(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
+pub use crate::fingerprint::{format as format_fingerprint, parse as parse_fingerprint};
 
 fn tls_error(what: impl Into<String>) -> RfbError {
     RfbError::Tls { what: what.into() }
@@ -188,16 +174,6 @@ pub async fn wrap<S: AsyncRead + AsyncWrite + Unpin>(stream: S, mode: TlsMode<'_
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_parse_in_both_spellings() {
-        let colons = "AB:".repeat(31) + "CD";
-        let plain = "ab".repeat(31) + "cd";
-        assert_eq!(parse_fingerprint(&colons).unwrap(), parse_fingerprint(&plain).unwrap());
-        assert_eq!(format_fingerprint(&parse_fingerprint(&plain).unwrap()), colons);
-        assert!(parse_fingerprint("abcd").unwrap_err().contains("2 bytes"));
-        assert!(parse_fingerprint("zz").is_err());
-    }
 
     #[test]
     fn settings_validation_names_the_problem() {

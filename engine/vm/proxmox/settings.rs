@@ -178,7 +178,10 @@ pub fn decode(node: &Node, diags: &mut Diagnostics) -> Option<ProxmoxSettings> {
         (None, Some(f)) => match decode::non_empty(f, "proxmox.fingerprint", diags).map(|t| parse_fingerprint(&t)) {
             Some(Ok(pin)) => Trust::Fingerprint(pin),
             Some(Err(e)) => {
-                diags.push(Diagnostic::new(&f.span, e));
+                diags.push(
+                    Diagnostic::new(&f.span, e)
+                        .with_help("copy it from the PVE GUI: Node > System > Certificates (SHA-256 fingerprint)"),
+                );
                 Trust::System
             }
             None => Trust::System,

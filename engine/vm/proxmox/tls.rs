@@ -61,38 +61,7 @@ impl Trust {
     }
 }
 
-/// Parse a SHA-256 fingerprint: 64 hex digits, colons optional, any case,
-/// an optional `sha256:` prefix (`openssl x509 -fingerprint -sha256` prints
-/// `sha256 Fingerprint=AB:CD:...`; the part after `=` is accepted too).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
-    let t = text.trim();
-    let t = t.rsplit_once('=').map_or(t, |(_, v)| v);
-    let t = t.strip_prefix("sha256:").or_else(|| t.strip_prefix("SHA256:")).unwrap_or(t);
-    let hex: String = t.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "'{text}' is not a SHA-256 fingerprint: expected 32 bytes in hex like AB:CD:..., as the PVE GUI shows under Node > System > Certificates"
-        ));
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
-/// `AB:CD:...` (upper-case hex with colons, as PVE prints fingerprints).
-pub fn format_fingerprint(f: &[u8]) -> String {
-    f.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
-}
-
-/// The SHA-256 fingerprint of a DER certificate.
-pub fn fingerprint_of(der: &[u8]) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, der);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+pub use crate::fingerprint::{format as format_fingerprint, of_der as fingerprint_of, parse as parse_fingerprint};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -212,19 +181,6 @@ impl ServerCertVerifier for PinnedCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fingerprints_parse_in_the_forms_people_paste() {
-        let hex = "AB".repeat(32);
-        let colons = format_fingerprint(&[0xAB; 32]);
-        assert_eq!(parse_fingerprint(&hex).unwrap(), [0xAB; 32]);
-        assert_eq!(parse_fingerprint(&colons.to_lowercase()).unwrap(), [0xAB; 32]);
-        assert_eq!(parse_fingerprint(&format!("sha256 Fingerprint={colons}")).unwrap(), [0xAB; 32]);
-        assert_eq!(parse_fingerprint(&format!("sha256:{hex}")).unwrap(), [0xAB; 32]);
-        let e = parse_fingerprint("AB:CD").unwrap_err();
-        assert!(e.contains("not a SHA-256 fingerprint"), "{e}");
-        assert!(parse_fingerprint(&"ZZ".repeat(32)).is_err());
-    }
 
     #[test]
     fn a_missing_ca_file_is_named() {
