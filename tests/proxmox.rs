@@ -61,6 +61,23 @@ fn backend(server: &PveServer, dir: &std::path::Path, vmid: Option<u32>, templat
     ProxmoxVm::new("pve-target", settings, SecretStore::new(BTreeMap::new()))
 }
 
+/// A node with VM 100 (the test guest) and a backend for it.
+async fn vm_100() -> (PveServer, tempfile::TempDir, ProxmoxVm) {
+    guest();
+    let server = PveServer::start(Options::default()).await;
+    server.add_vm(100, false, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let b = backend(&server, dir.path(), Some(100), None);
+    (server, dir, b)
+}
+
+/// Teardown without errors, and the VM no longer runs.
+async fn teardown_clean(mut b: ProxmoxVm, server: &PveServer) {
+    let report = b.teardown().await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert!(!server.is_running(100));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_auth_and_the_errors_pve_gives_without_it() {
     let server = PveServer::start(Options::default()).await;
@@ -292,11 +309,7 @@ async fn linked_clones_come_only_from_templates_and_are_deleted_at_teardown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_operations_on_real_qemu_and_graceful_stop_falls_back_to_stop() {
-    guest();
-    let server = PveServer::start(Options::default()).await;
-    server.add_vm(100, false, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = backend(&server, dir.path(), Some(100), None);
+    let (server, _dir, mut b) = vm_100().await;
     b.prepare().await.unwrap();
     assert_eq!(b.status().await.unwrap(), VmStatus::Stopped);
     b.start().await.unwrap();
@@ -342,11 +355,7 @@ async fn settled_screen(server: &PveServer, vmid: u32) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_rollback_restores_a_changed_screen() {
-    guest();
-    let server = PveServer::start(Options::default()).await;
-    server.add_vm(100, false, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = backend(&server, dir.path(), Some(100), None);
+    let (server, _dir, mut b) = vm_100().await;
     b.prepare().await.unwrap();
     b.start().await.unwrap();
     let before = settled_screen(&server, 100).await;
@@ -370,18 +379,12 @@ async fn snapshot_rollback_restores_a_changed_screen() {
     assert!(e.contains("snapshot name 'clean' already used"), "{e}");
     b.snapshot_delete("clean").await.unwrap();
     assert!(b.snapshot_list().await.unwrap().is_empty());
-    let report = b.teardown().await;
-    assert!(report.errors.is_empty(), "{report:?}");
-    assert!(!server.is_running(100));
+    teardown_clean(b, &server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screen_through_vncproxy_and_the_websocket_with_a_health_probe() {
-    guest();
-    let server = PveServer::start(Options::default()).await;
-    server.add_vm(100, false, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = backend(&server, dir.path(), Some(100), None);
+    let (server, _dir, mut b) = vm_100().await;
     let begun = Instant::now();
     let access = b.start_for_run().await.unwrap();
     eprintln!("prepare + start + health probe + proxy: {:?}", begun.elapsed());
@@ -393,13 +396,7 @@ async fn the_screen_through_vncproxy_and_the_websocket_with_a_health_probe() {
     );
     let debug = format!("{access:?}");
     assert!(!debug.contains("PVEAPIToken=root") && !debug.contains("PVEVNC"), "{debug}");
-    let opts = smoke::rfb::ConnectOptions {
-        password: access.password.clone(),
-        timeout: Duration::from_secs(10),
-        encodings: smoke::rfb::ConnectOptions::default().encodings,
-        username: None,
-        tls: Default::default(),
-    };
+    let opts = access.connect_options(Duration::from_secs(10));
     let vnc = smoke::rfb::VncClient::connect(&access.endpoint, &opts).await.unwrap();
     let frame = vnc.capture(Duration::from_secs(10)).await.unwrap();
     assert!(frame.width() >= 640, "{}x{}", frame.width(), frame.height());
@@ -411,18 +408,12 @@ async fn the_screen_through_vncproxy_and_the_websocket_with_a_health_probe() {
     assert!(again.is_err(), "a used proxy accepted a second connection");
     // a fresh one works, with ticket login too (the cookie instead of the token header)
     b.probe(Duration::from_secs(10)).await.unwrap();
-    let report = b.teardown().await;
-    assert!(report.errors.is_empty(), "{report:?}");
-    assert!(!server.is_running(100));
+    teardown_clean(b, &server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_vm_fails_the_probe_and_is_brought_back_once() {
-    guest();
-    let server = PveServer::start(Options::default()).await;
-    server.add_vm(100, false, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = backend(&server, dir.path(), Some(100), None);
+    let (server, _dir, mut b) = vm_100().await;
     b.prepare().await.unwrap();
     let e = b.probe(Duration::from_secs(5)).await.unwrap_err().to_string();
     assert!(e.contains("not running"), "{e}");
